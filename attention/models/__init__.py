@@ -1,0 +1,1 @@
+"""Models built on the attention layers; each file exports one ``Model`` (found by name)."""

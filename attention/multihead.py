@@ -1,0 +1,200 @@
+"""Multi-head attention (flax.linen) with grouped-query heads and a prefill cache.
+
+Axis legend: B batch, T query length, S key length, N query heads,
+K key/value heads, H head dim, D input (model) dim.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attention import dot_product as dot_product_lib
+from attention import masks as masks_lib
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head dot-product attention: project, attend per head, project back.
+
+  With ``num_kv_heads`` unset and ``normalize_qk=False`` the parameters are
+  exactly those of ``flax.linen.MultiHeadDotProductAttention``::
+
+    query, key, value: {'kernel': [D, N, H], 'bias': [N, H]}
+    out:               {'kernel': [N, H, Dout], 'bias': [Dout]}
+
+  so a parameter tree of that module loads unchanged and gives the same
+  outputs. With ``num_kv_heads=K`` (grouped-query attention; K=1 is
+  multi-query) the key and value kernels are [D, K, H] and biases [K, H].
+
+  Attributes:
+    num_heads: N.
+    qkv_features: N·H, default the query input dim D.
+    out_features: Dout, default the query input dim D.
+    num_kv_heads: K, dividing N; default N.
+    dropout_rate: dropout on the attention weights, in [0, 1).
+    use_bias: biases on the four projections.
+    normalize_qk: LayerNorm (no bias) on each query and key head (QK-norm,
+      ViT-22B), parameters 'query_ln' and 'key_ln' as in Flax.
+    decode: keep an autoregressive key/value cache in the 'cache' collection.
+      Initialise with inputs of the maximum length S_max (that shapes the
+      cache), then call with a multi-token prompt (prefill) and then single
+      tokens; each call appends its keys/values and attends causally to
+      everything cached, giving exactly the outputs of full causal attention.
+    dtype: computation dtype (default: inferred from inputs and params).
+    param_dtype: parameter dtype.
+    precision: matmul precision.
+    kernel_init, bias_init: initialisers of the projections.
+    implementation: passed to :func:`attention.dot_product_attention`.
+  """
+  num_heads: int
+  qkv_features: int | None = None
+  out_features: int | None = None
+  num_kv_heads: int | None = None
+  dropout_rate: float = 0.0
+  use_bias: bool = True
+  normalize_qk: bool = False
+  decode: bool = False
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  precision: jax.lax.PrecisionLike = None
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+  bias_init: Initializer = nn.initializers.zeros_init()
+  implementation: dot_product_lib.Implementation = None
+
+  @nn.compact
+  def __call__(self,
+               inputs_q: Array,
+               inputs_kv: Array | None = None,
+               *,
+               mask: Array | None = None,
+               is_causal: bool = False,
+               deterministic: bool = True,
+               return_weights: bool = False):
+    """Attend from ``inputs_q`` to ``inputs_kv`` (self-attention if None).
+
+    Args:
+      inputs_q: [B, T, D].
+      inputs_kv: [B, S, Dkv]; default ``inputs_q``.
+      mask: bool, broadcastable to [B, N, T, S], True = may attend. In decode
+        mode S is the cache length S_max.
+      is_causal: also apply the causal mask (implied in decode mode).
+      deterministic: no dropout when True; otherwise the 'dropout' rng is used.
+      return_weights: also return the attention weights.
+
+    Returns:
+      [B, T, Dout]; with ``return_weights`` ``(outputs, weights)`` where
+      weights are float32 [B, N, T, S].
+    """
+    inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+    qkv_features = self.qkv_features or inputs_q.shape[-1]
+    out_features = self.out_features or inputs_q.shape[-1]
+    num_kv_heads = self.num_kv_heads or self.num_heads
+    self._check(inputs_q, inputs_kv, qkv_features, num_kv_heads)
+    head_dim = qkv_features // self.num_heads
+
+    dense = functools.partial(
+        nn.DenseGeneral, axis=-1, dtype=self.dtype,
+        param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+        bias_init=self.bias_init, use_bias=self.use_bias,
+        precision=self.precision)
+    q_BTNH = dense(features=(self.num_heads, head_dim), name='query')(inputs_q)
+    k_BSKH = dense(features=(num_kv_heads, head_dim), name='key')(inputs_kv)
+    v_BSKH = dense(features=(num_kv_heads, head_dim), name='value')(inputs_kv)
+    if self.normalize_qk:
+      layer_norm = functools.partial(nn.LayerNorm, use_bias=False,
+                                     dtype=self.dtype,
+                                     param_dtype=self.param_dtype)
+      q_BTNH = layer_norm(name='query_ln')(q_BTNH)
+      k_BSKH = layer_norm(name='key_ln')(k_BSKH)
+
+    if self.decode:
+      k_BSKH, v_BSKH, decode_mask = self._update_cache(k_BSKH, v_BSKH)
+      if decode_mask is not None:
+        mask, is_causal = masks_lib.combine_masks(mask, decode_mask), False
+
+    dropout_rng = None
+    if self.dropout_rate > 0.0 and not deterministic:
+      dropout_rng = self.make_rng('dropout')
+    attended = dot_product_lib.dot_product_attention(
+        q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
+        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
+        deterministic=deterministic, implementation=self.implementation,
+        return_weights=return_weights, precision=self.precision)
+    out_BTNH, weights_BNTS = attended if return_weights else (attended, None)
+
+    out_BTD = nn.DenseGeneral(
+        features=out_features, axis=(-2, -1), dtype=self.dtype,
+        param_dtype=self.param_dtype, kernel_init=self.kernel_init,
+        bias_init=self.bias_init, use_bias=self.use_bias,
+        precision=self.precision, name='out')(out_BTNH)
+    return (out_BTD, weights_BNTS) if return_weights else out_BTD
+
+  def _update_cache(self, k_BTKH, v_BTKH):
+    """Appends this call's keys/values to the cache.
+
+    Returns the full cached keys/values [B, S_max, K, H] and the causal mask
+    [1, 1, T, S_max] of this call's queries against them; at initialisation
+    (no cache yet) the cache is created with this call's length as S_max and
+    the inputs pass through with no extra mask.
+    """
+    initialised = self.has_variable('cache', 'cached_key')
+    cached_key = self.variable('cache', 'cached_key', jnp.zeros,
+                               k_BTKH.shape, k_BTKH.dtype)
+    cached_value = self.variable('cache', 'cached_value', jnp.zeros,
+                                 v_BTKH.shape, v_BTKH.dtype)
+    cache_index = self.variable('cache', 'cache_index',
+                                lambda: jnp.array(0, dtype=jnp.int32))
+    if not initialised:
+      return k_BTKH, v_BTKH, None
+    B, T, K, H = k_BTKH.shape
+    max_length = cached_key.value.shape[1]
+    if cached_key.value.shape[::2] != (B, K) or T > max_length:
+      raise ValueError(
+          'MultiHeadAttention(decode=True): this call has keys of shape '
+          f'[B, T, K, H] = {k_BTKH.shape} but the cache holds '
+          f'{cached_key.value.shape} ([B, S_max, K, H]); a call can add at '
+          'most S_max tokens for the same batch and heads. Re-initialise the '
+          'cache with inputs of the maximum length.')
+    index = cache_index.value
+    if not isinstance(index, jax.core.Tracer) and int(index) + T > max_length:
+      raise ValueError(
+          f'MultiHeadAttention(decode=True): the cache holds {int(index)} of '
+          f'{max_length} positions and cannot take {T} more.')
+    zero = jnp.zeros((), jnp.int32)
+    start = (zero, index, zero, zero)
+    cached_key.value = jax.lax.dynamic_update_slice(
+        cached_key.value, k_BTKH.astype(cached_key.value.dtype), start)
+    cached_value.value = jax.lax.dynamic_update_slice(
+        cached_value.value, v_BTKH.astype(cached_value.value.dtype), start)
+    cache_index.value = index + T
+    causal_11TS = masks_lib.make_causal_mask(T, max_length, offset=index)
+    return cached_key.value, cached_value.value, causal_11TS
+
+  def _check(self, inputs_q, inputs_kv, qkv_features, num_kv_heads):
+    name = type(self).__name__
+    for arg, x in (('inputs_q', inputs_q), ('inputs_kv', inputs_kv)):
+      if x.ndim != 3:
+        raise ValueError(f'{name}: {arg} must be [B, length, features], got '
+                         f'shape {x.shape}.')
+    if inputs_q.shape[0] != inputs_kv.shape[0]:
+      raise ValueError(f'{name}: inputs_q {inputs_q.shape} and inputs_kv '
+                       f'{inputs_kv.shape} have different batch sizes.')
+    if self.num_heads < 1 or qkv_features % self.num_heads:
+      raise ValueError(f'{name}: qkv_features={qkv_features} must be divisible '
+                       f'by num_heads={self.num_heads}.')
+    if num_kv_heads < 1 or self.num_heads % num_kv_heads:
+      raise ValueError(f'{name}: num_heads={self.num_heads} must be divisible '
+                       f'by num_kv_heads={num_kv_heads}.')
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f'{name}: dropout_rate must be in [0, 1), got '
+                       f'{self.dropout_rate}.')
+    if self.decode and inputs_kv is not inputs_q:
+      raise ValueError(f'{name}: decode=True caches self-attention keys; for '
+                       'cross-attention (inputs_kv given) use decode=False.')
