@@ -1,0 +1,148 @@
+"""The config.data.* keys: defaults, documentation and validation.
+
+Experiment configs start from `get_config(task)` and override what they need:
+
+    config.data = data_config.get_config('translate')
+    config.data.source = 'tsv'
+    config.data.path = 'data/spa-eng.zip'
+
+The loaders read keys with `get(config_data, key)`, which falls back to the
+defaults below, so a plain dict with only some keys works too. A key that is
+not listed here is an error that lists the valid ones (it is most likely a
+typo that would otherwise be ignored silently).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+TRANSLATE_SOURCES = ('toy', 'tsv', 'tfds')
+MOVIE_SOURCES = ('toy', 'movielens', 'interactions', 'tfds')
+
+# key: (default, type for None defaults, help). Shared by both tasks.
+_COMMON = {
+    'source': ('toy', None, "translate: 'toy', 'tsv' or 'tfds'; movies: "
+               "'toy', 'movielens', 'interactions' or 'tfds'"),
+    'path': (None, str, "file, folder or .zip for 'tsv' / 'movielens' / "
+             "'interactions'"),
+    'name': (None, str, "TFDS dataset name for 'tfds'"),
+    'seed': (0, None, 'seed of the data itself (toy generators, splits); '
+             'independent of config.seed, which shuffles batches'),
+    'on_bad_line': ('error', None, "'error' or 'skip' (count) malformed lines"),
+    'encoding': ('utf-8', None, "text encoding of 'tsv' and 'interactions' "
+                 'files (MovieLens files use their official encodings)'),
+    'tfds_data_dir': (None, str, 'TFDS data dir (default: TFDS default)'),
+    'bucketing': (True, None, 'pad batches to length buckets'),
+    'num_buckets': (8, None, 'at most this many length buckets / shapes'),
+    'pad_multiple': (1, None, 'bucket boundaries are multiples of this '
+                     '(8 or 128 suit TPUs)'),
+    'eval_batch_size': (None, int, 'global eval batch (default batch_size)'),
+    'num_threads': (2, None, 'grain threads making batches ahead'),
+    'prefetch': (8, None, 'batches made ahead of time'),
+}
+
+_TRANSLATE = {
+    'num_train': (20000, None, 'toy: training pairs'),
+    'num_validation': (1000, None, 'toy: validation pairs'),
+    'num_test': (2000, None, 'toy: test pairs'),
+    'min_len': (3, None, 'toy: shortest source sentence (words)'),
+    'max_train_len': (40, None, 'toy: longest train/validation source'),
+    'max_test_len': (60, None, 'toy: longest test source'),
+    'src_column': (0, None, 'tsv: column of the source sentence (0 or 1)'),
+    'zip_member': (None, str, 'tsv: file to read inside a .zip or folder'),
+    'validation_fraction': (0.05, None, 'tsv/tfds: share of source sentences '
+                            'held out for validation (tfds: only without a '
+                            'validation split)'),
+    'test_fraction': (0.05, None, 'tsv/tfds: share held out for test (tfds: '
+                      'only without a test split)'),
+    'src_key': (None, str, 'tfds: source feature (default: supervised keys)'),
+    'tgt_key': (None, str, 'tfds: target feature (default: supervised keys)'),
+    'train_split': ('train', None, 'tfds: training split'),
+    'validation_split': ('validation', None, 'tfds: validation split'),
+    'test_split': ('test', None, 'tfds: test split'),
+    'max_examples': (None, int, 'tsv/tfds: read at most this many training '
+                     'pairs'),
+    'vocab_size': (8000, None, 'tsv/tfds: SentencePiece pieces per language'),
+    'spm_model_type': ('unigram', None, "tsv/tfds: 'unigram' or 'bpe'"),
+    'max_len': (None, int, 'drop training pairs longer than this many tokens '
+                '(EOS included); evaluation pairs are never dropped'),
+}
+
+_MOVIES = {
+    'num_users': (1000, None, 'toy: users'),
+    'num_items': (500, None, 'toy: movies'),
+    'min_seq_len': (10, None, 'toy: shortest user history'),
+    'max_seq_len': (50, None, 'toy: longest user history'),
+    'min_interactions': (5, None, 'drop users with fewer interactions '
+                         '(at least 3: train, validation, test)'),
+    'min_rating': (None, float, 'movielens/tfds: keep ratings >= this '
+                   '(default: all)'),
+    'max_len': (50, None, 'history window: the most recent items a model '
+                'sees'),
+}
+
+
+def _keys(task: str) -> dict[str, tuple[Any, Any, str]]:
+  if task == 'translate':
+    return {**_COMMON, **_TRANSLATE}
+  if task == 'movies':
+    return {**_COMMON, **_MOVIES}
+  raise ValueError(f"task must be 'translate' or 'movies', got {task!r}.")
+
+
+def sources(task: str) -> tuple[str, ...]:
+  _keys(task)
+  return TRANSLATE_SOURCES if task == 'translate' else MOVIE_SOURCES
+
+
+def get_config(task: str) -> ml_collections.ConfigDict:
+  """config.data with every key at its default (source='toy')."""
+  c = ml_collections.ConfigDict()
+  for key, (default, kind, _) in _keys(task).items():
+    if default is None:
+      c[key] = config_dict.placeholder(kind)
+    else:
+      c[key] = default
+  return c
+
+
+def describe(task: str) -> str:
+  """A markdown table of the keys of `task`."""
+  lines = ['| key | default | meaning |', '| --- | --- | --- |']
+  for key, (default, _, help_) in _keys(task).items():
+    lines.append(f'| `{key}` | `{default!r}` | {help_} |')
+  return '\n'.join(lines)
+
+
+def validate(config_data: Any, task: str) -> str:
+  """Checks the keys and the source; returns the source."""
+  known = _keys(task)
+  keys = list(config_data.keys()) if hasattr(config_data, 'keys') else []
+  unknown = sorted(k for k in keys if k not in known)
+  if unknown:
+    raise ValueError(
+        f'Unknown config.data key(s) {unknown} for task {task!r}; valid keys: '
+        f'{sorted(known)}.')
+  source = get(config_data, 'source', task)
+  valid = sources(task)
+  if source not in valid:
+    raise ValueError(
+        f'Unknown config.data.source {source!r} for task {task!r}; valid '
+        f'sources: {list(valid)}.')
+  return source
+
+
+def get(config_data: Any, key: str, task: str) -> Any:
+  """config_data[key], or the default when missing or None."""
+  known = _keys(task)
+  if key not in known:
+    raise KeyError(key)
+  value = None
+  if isinstance(config_data, Mapping) or hasattr(config_data, 'get'):
+    value = config_data.get(key, None)
+  if value is None:
+    value = known[key][0]
+  return value

@@ -1,0 +1,319 @@
+"""The movie task: `load_movies(config.data)`.
+
+Every source ends as per-user chronological item sequences s_1..s_n (item ids
+1..num_items, 0 = padding), split leave-one-out:
+
+    train       inputs s_1..s_{n-3}, targets s_2..s_{n-2} (next item at
+                every position); s_{n-1} and s_n are never seen in training
+    validation  history s_1..s_{n-2}, target s_{n-1}
+    test        history s_1..s_{n-1}, target s_n
+
+Histories keep the `max_len` most recent items (config.data.max_len) and are
+right-padded. Batches (B batch, L padded length):
+
+    train:  inputs  int32 [B, L]   targets int32 [B, L]   mask bool [B, L]
+            length  int32 [B]      user    int32 [B]      example int32 [B]
+    eval:   inputs  int32 [B, L]   mask    bool  [B, L]   length  int32 [B]
+            target  int32 [B]      user    int32 [B]      example int32 [B]
+            oracle  float32 [B, num_items + 1]   (toy world only: the true
+                                                  distribution of `target`)
+
+`example` indexes the split (-1 marks a padding row, whose masks are all
+False); `user` is the remapped user id (1..num_users; 0 on padding rows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from attention.data import config as data_config
+from attention.data import movie_world
+from attention.data import movielens
+from attention.data import tfds_source  # Imports TFDS only when used.
+
+_TASK = 'movies'
+
+
+@dataclasses.dataclass
+class MovieSplit:
+  """One leave-one-out split (a batch source for `pipeline`).
+
+  Attributes:
+    kind: 'train' (next item at every position) or 'eval' (one target).
+    users: int32 [N] user ids (1..num_users).
+    histories: per example, int32 items: for 'train' the whole training
+      sequence (inputs and targets), for 'eval' the full history before the
+      target (untruncated: use it to exclude seen items from a ranking).
+    targets: int32 [N] held-out items ('eval' only).
+    max_len: at most this many (most recent) history items per example.
+    oracle: float32 [N, num_items + 1] true target distributions (toy world,
+      'eval' only), else None.
+  """
+  kind: str
+  users: np.ndarray
+  histories: list[np.ndarray]
+  targets: np.ndarray | None
+  max_len: int
+  oracle: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.kind not in ('train', 'eval'):
+      raise ValueError(f"kind must be 'train' or 'eval', got {self.kind!r}.")
+    shift = 1 if self.kind == 'train' else 0
+    self._lengths = np.array(
+        [min(len(h) - shift, self.max_len) for h in self.histories], np.int32)
+
+  def __len__(self) -> int:
+    return len(self.histories)
+
+  @property
+  def lengths(self) -> np.ndarray:
+    """int32 [N]: number of (real) input positions of each example."""
+    return self._lengths
+
+  def collate(self, rows: np.ndarray, pad_len: int) -> dict[str, np.ndarray]:
+    """Padded arrays for examples `rows` (int [B]; -1 gives an empty row)."""
+    b = len(rows)
+    inputs = np.zeros((b, pad_len), np.int32)
+    targets = np.zeros((b, pad_len), np.int32)
+    length = np.zeros((b,), np.int32)
+    user = np.zeros((b,), np.int32)
+    target = np.zeros((b,), np.int32)
+    rows = np.asarray(rows)
+    for r, i in enumerate(rows.tolist()):
+      if i < 0:
+        continue
+      h = self.histories[i]
+      user[r] = self.users[i]
+      if self.kind == 'train':
+        seq = h[-(self.max_len + 1):]
+        n = len(seq) - 1
+        inputs[r, :n] = seq[:-1]
+        targets[r, :n] = seq[1:]
+      else:
+        seq = h[-self.max_len:]
+        n = len(seq)
+        inputs[r, :n] = seq
+        target[r] = self.targets[i]
+      length[r] = n
+    batch = {'inputs': inputs,
+             'mask': np.arange(pad_len)[None, :] < length[:, None],
+             'length': length, 'user': user,
+             'example': rows.astype(np.int32)}
+    if self.kind == 'train':
+      batch['targets'] = targets
+    else:
+      batch['target'] = target
+      if self.oracle is not None:
+        oracle = np.zeros((b, self.oracle.shape[1]), np.float32)
+        real = rows >= 0
+        oracle[real] = self.oracle[rows[real]]
+        batch['oracle'] = oracle
+    return batch
+
+
+@dataclasses.dataclass
+class MovieData:
+  """Everything the movie experiments read.
+
+  Attributes:
+    train: training split (users with at least two training items).
+    validation: validation split (every user).
+    test: test split (every user).
+    num_users: U; user ids are 1..U.
+    num_items: M; item ids are 1..M, 0 is padding (embedding size M + 1).
+    titles: M + 1 titles, titles[0] = '<pad>' (raw ids where unknown).
+    popularity: int64 [M + 1] interaction counts in the training part of the
+      sequences (s_1..s_{n-2}), for popularity-sampled negatives.
+    sequences: per user (index u - 1), the full int32 sequence s_1..s_n.
+    item_ids: raw id of each item (index 0 = '<pad>').
+    user_ids: raw id of each user (index u - 1).
+    world: the generated `movie_world.World` (toy source only).
+    info: what was loaded, for logs.
+  """
+  train: MovieSplit
+  validation: MovieSplit
+  test: MovieSplit
+  num_users: int
+  num_items: int
+  titles: list[str]
+  popularity: np.ndarray
+  sequences: list[np.ndarray]
+  item_ids: list[str]
+  user_ids: list[str]
+  world: movie_world.World | None
+  info: dict[str, Any]
+
+
+def leave_one_out(sequences: list[np.ndarray], num_items: int, max_len: int,
+                  oracle_validation: np.ndarray | None = None,
+                  oracle_test: np.ndarray | None = None
+                  ) -> tuple[MovieSplit, MovieSplit, MovieSplit, np.ndarray]:
+  """Train / validation / test splits and training popularity.
+
+  Args:
+    sequences: per user, the chronological items (at least 3 each).
+    num_items: M.
+    max_len: history window.
+    oracle_validation: optional float [U, M+1] true validation distributions.
+    oracle_test: optional float [U, M+1] true test distributions.
+
+  Returns:
+    (train, validation, test, popularity).
+  """
+  if max_len < 1:
+    raise ValueError(f'config.data.max_len must be >= 1, got {max_len}.')
+  short = [u for u, s in enumerate(sequences) if len(s) < 3]
+  if short:
+    raise ValueError(f'Every user needs >= 3 interactions; user index '
+                     f'{short[0]} has {len(sequences[short[0]])}.')
+  users = np.arange(1, len(sequences) + 1, dtype=np.int32)
+  train_users = [u for u, s in enumerate(sequences) if len(s) >= 4]
+  if not train_users:
+    raise ValueError('No user has >= 4 interactions, so there is nothing to '
+                     'train on (the last two items are held out).')
+  train = MovieSplit('train', users[train_users],
+                     [sequences[u][:-2] for u in train_users], None, max_len)
+  validation = MovieSplit(
+      'eval', users, [s[:-2] for s in sequences],
+      np.array([s[-2] for s in sequences], np.int32), max_len,
+      oracle_validation)
+  test = MovieSplit(
+      'eval', users, [s[:-1] for s in sequences],
+      np.array([s[-1] for s in sequences], np.int32), max_len, oracle_test)
+  popularity = np.bincount(np.concatenate([s[:-2] for s in sequences]),
+                           minlength=num_items + 1).astype(np.int64)
+  popularity[0] = 0
+  return train, validation, test, popularity
+
+
+def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
+                     strategy: str = 'uniform', seed: int = 0) -> np.ndarray:
+  """Negative items for sampled ranking metrics, fixed by `seed`.
+
+  For each example, `num` distinct items the user never interacted with (in
+  the whole sequence, target included), drawn uniformly or in proportion to
+  training popularity. Rank the target among [target] + negatives.
+
+  Args:
+    data: the loaded data.
+    split: `data.validation` or `data.test` (or any eval split of `data`).
+    num: negatives per example.
+    strategy: 'uniform' or 'popularity'.
+    seed: random seed.
+
+  Returns:
+    int32 [N, num].
+  """
+  if strategy not in ('uniform', 'popularity'):
+    raise ValueError(f"strategy must be 'uniform' or 'popularity', got "
+                     f'{strategy!r}.')
+  if split.kind != 'eval':
+    raise ValueError('sample_negatives expects an eval split (validation or '
+                     'test).')
+  rng = np.random.default_rng(seed)
+  m = data.num_items
+  if strategy == 'uniform':
+    weights = np.ones(m + 1)
+  else:
+    weights = data.popularity.astype(np.float64) + 1e-3  # Unseen stay possible.
+  weights[0] = 0.0
+  out = np.zeros((len(split), num), np.int32)
+  for row, user in enumerate(split.users.tolist()):
+    seen = np.unique(data.sequences[user - 1])
+    available = m - len(seen)
+    if available < num:
+      raise ValueError(
+          f'User {user} has seen {len(seen)} of {m} items: fewer than {num} '
+          'negatives are left.')
+    w = weights.copy()
+    w[seen] = 0.0
+    out[row] = rng.choice(m + 1, size=num, replace=False, p=w / w.sum())
+  return out
+
+
+def _toy(config_data: Any) -> MovieData:
+  get = lambda k: data_config.get(config_data, k, _TASK)
+  world = movie_world.generate(
+      num_users=int(get('num_users')), num_items=int(get('num_items')),
+      min_seq_len=int(get('min_seq_len')), max_seq_len=int(get('max_seq_len')),
+      seed=int(get('seed')))
+  train, val, test, pop = leave_one_out(
+      world.sequences, world.num_items, int(get('max_len')),
+      world.oracle_validation, world.oracle_test)
+  return MovieData(
+      train, val, test, num_users=len(world.sequences),
+      num_items=world.num_items, titles=world.titles, popularity=pop,
+      sequences=world.sequences,
+      item_ids=[str(i) for i in range(world.num_items + 1)],
+      user_ids=[str(u) for u in range(1, len(world.sequences) + 1)],
+      world=world, info={'source': 'toy'})
+
+
+def _from_interactions(inter: movielens.Interactions, config_data: Any,
+                       info: dict[str, Any]) -> MovieData:
+  get = lambda k: data_config.get(config_data, k, _TASK)
+  seqs = movielens.to_sequences(
+      inter, min_interactions=int(get('min_interactions')),
+      min_rating=get('min_rating'))
+  train, val, test, pop = leave_one_out(seqs.sequences, seqs.num_items,
+                                        int(get('max_len')))
+  info.update({'layout': inter.layout, 'skipped_lines': inter.skipped,
+               'interactions': int(sum(len(s) for s in seqs.sequences))})
+  return MovieData(
+      train, val, test, num_users=len(seqs.sequences),
+      num_items=seqs.num_items, titles=seqs.titles, popularity=pop,
+      sequences=seqs.sequences, item_ids=seqs.item_ids,
+      user_ids=seqs.user_ids, world=None, info=info)
+
+
+def load_movies(config_data: Any) -> MovieData:
+  """Loads the movie data that `config.data` names.
+
+  Args:
+    config_data: `config.data` (keys: attention/data/config.py); `source` is
+      'toy', 'movielens', 'interactions' or 'tfds'.
+
+  Returns:
+    The leave-one-out splits, item count, titles and popularity.
+
+  Raises:
+    ValueError: unknown source or key, bad values, malformed input.
+    FileNotFoundError: missing file or ratings, TFDS dataset not prepared.
+  """
+  source = data_config.validate(config_data, _TASK)
+  get = lambda k: data_config.get(config_data, k, _TASK)
+  if source == 'toy':
+    data = _toy(config_data)
+  elif source == 'movielens':
+    inter = movielens.read_movielens(get('path'),
+                                     on_bad_line=get('on_bad_line'))
+    data = _from_interactions(inter, config_data,
+                              {'source': source, 'path': get('path')})
+  elif source == 'interactions':
+    inter = movielens.read_interactions(get('path'),
+                                        on_bad_line=get('on_bad_line'),
+                                        encoding=get('encoding'))
+    data = _from_interactions(inter, config_data,
+                              {'source': source, 'path': get('path')})
+  else:
+    rows = tfds_source.read_ratings(get('name'),
+                                    data_dir=get('tfds_data_dir'))
+    if not rows:
+      raise ValueError(f'TFDS dataset {get("name")!r} has no ratings.')
+    users, items, times, titles, ratings = zip(*rows)
+    inter = movielens.Interactions(
+        np.array(users, dtype=str), np.array(items, dtype=str),
+        np.asarray(times, np.float64), np.asarray(ratings, np.float64),
+        {i: t for i, t in zip(items, titles) if t is not None}, 0,
+        f'tfds {get("name")}')
+    data = _from_interactions(inter, config_data,
+                              {'source': source, 'name': get('name')})
+  data.info.update({'users': data.num_users, 'items': data.num_items,
+                    'train/size': len(data.train)})
+  logging.info('Movie data: %s', data.info)
+  return data
