@@ -1,16 +1,39 @@
-"""Evaluate a checkpoint: ``python eval.py --config=configs/mha_translate.py``.
+r"""Evaluates a checkpoint on the test split and writes eval_results.json.
 
-Evaluation lands with the translation-experiments issue; until then this entry
-point says so instead of pretending to score.
+  python eval.py --config=configs/mha_translate.py [--workdir=DIR] [--step=N]
+
+The logic lives in attention.train_lib; this file only parses flags.
 """
+
 import sys
 
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-def main() -> int:
-  print('eval.py: not yet implemented (evaluation lands with the '
-        'translation-experiments issue).', file=sys.stderr)
-  return 2
+from attention import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config: configs/<experiment>.py[:<arg>].',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'The training workdir; default runs/<experiment>[_<arg>].')
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default newest.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  workdir = _WORKDIR.value or train_lib.default_workdir(
+      config_flags.get_config_filename(flags.FLAGS['config']))
+  print(f'workdir: {workdir}', flush=True)
+  try:
+    results = train_lib.evaluate_checkpoint(_CONFIG.value, workdir, _STEP.value)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'error: {e}')
+  print(train_lib.format_results(results))
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  app.run(main)

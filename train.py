@@ -1,16 +1,46 @@
-"""Train an experiment: ``python train.py --config=configs/mha_translate.py``.
+r"""Trains an experiment.
 
-The training loop lands with the translation-experiments issue; until then this
-entry point says so instead of pretending to train.
+  python train.py --config=configs/mha_translate.py [--workdir=DIR] \
+      [--config.<key>=<value> ...] [--sweep_index=i]
+
+The logic lives in attention.train_lib; this file only parses flags.
 """
+
 import sys
 
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-def main() -> int:
-  print('train.py: not yet implemented (the training loop lands with the '
-        'translation-experiments issue).', file=sys.stderr)
-  return 2
+from attention import sweep
+from attention import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config: configs/<experiment>.py[:<arg>].',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Where checkpoints, metrics and plots go; default '
+    'runs/<experiment>[_<arg>].')
+_SWEEP_INDEX = flags.DEFINE_integer(
+    'sweep_index', None, "Run point i of the config's sweep into "
+    '<workdir>/<i>-<overrides>.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or train_lib.default_workdir(
+      config_flags.get_config_filename(flags.FLAGS['config']))
+  try:
+    if _SWEEP_INDEX.value is not None:
+      config, workdir = sweep.sweep_point(config, workdir, _SWEEP_INDEX.value)
+    print(f'workdir: {workdir}', flush=True)
+    train_lib.train_and_evaluate(config, workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  app.run(main)

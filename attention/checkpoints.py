@@ -1,0 +1,92 @@
+"""Orbax checkpoints of the train state and the data iterator.
+
+Layout: ``<workdir>/checkpoints/<step>/{state,data}``. Orbax writes each
+checkpoint into a temporary folder and renames it when complete, and lists
+only complete ones, so a checkpoint cut off mid-write is never loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """Saves and restores ``{'state': pytree, 'data': grain iterator}``."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3,
+               read_only: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=False, cleanup_tmp_directories=True)
+    handlers = {'state': ocp.StandardCheckpointHandler()}
+    if not read_only:
+      handlers['data'] = grain.checkpoint.CheckpointHandler()
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=handlers)
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator=None) -> None:
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, step: int, abstract_state: Any, data_iterator=None) -> Any:
+    """Restores ``step`` into the structure, shapes and shardings given.
+
+    Raises:
+      ValueError: the checkpoint's parameters do not have the shapes this
+        config builds (a checkpoint of another config), naming the first
+        mismatching parameter.
+    """
+    self._check_shapes(step, abstract_state)
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    return restored['state']
+
+  def _check_shapes(self, step, abstract_state):
+    # The parameters say which config wrote a checkpoint; optimizer states
+    # follow from them (and their metadata may spell containers differently).
+    metadata = self.manager.item_metadata(step)['state']
+    stored = dict(_flatten(metadata['params']))
+    wanted = dict(_flatten(abstract_state['params']))
+    for path in sorted(set(stored) | set(wanted)):
+      if path not in stored or path not in wanted:
+        where = 'checkpoint' if path in stored else 'model'
+        raise ValueError(
+            f'Checkpoint {self.directory}/{step} does not match this config: '
+            f'{path!r} exists only in the {where}. Was it written by another '
+            'config? Use a fresh --workdir or the config that wrote it.')
+      got = tuple(getattr(stored[path], 'shape', ()))
+      want = tuple(getattr(wanted[path], 'shape', np.shape(wanted[path])))
+      if got != want:
+        raise ValueError(
+            f'Checkpoint {self.directory}/{step} does not match this config: '
+            f'parameter {path!r} has shape {got} in the checkpoint but {want} '
+            'in the model. Was it written by another config? Use a fresh '
+            '--workdir or the config that wrote it.')
+
+  def close(self):
+    self.manager.close()
+
+
+def _flatten(tree):
+  leaves, _ = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, 'shape') and not isinstance(x, dict))
+  for path, leaf in leaves:
+    yield jax.tree_util.keystr(path, simple=True, separator='/'), leaf

@@ -1,0 +1,366 @@
+"""The one training loop, for every task and model.
+
+``train_and_evaluate(config, workdir)`` trains with a jit-compiled step,
+data-parallel over every device of every process: a 1-D device mesh with the
+batch split over its 'data' axis and the parameters replicated (jax.pmap's
+semantics, written with jax.jit and shardings). It checkpoints the train state
+and the data iterator with Orbax, resumes from the newest complete checkpoint,
+stops with a clear error on a NaN/Inf loss (writing no checkpoint of that
+state), and logs to the console, metrics.jsonl and TensorBoard.
+
+``evaluate_checkpoint(config, workdir, step)`` is eval.py: load, score, plot,
+write eval_results.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import logging as py_logging
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+
+from attention import checkpoints as checkpoints_lib
+from attention import tasks
+from attention import writers
+
+SCHEDULES = ('cosine', 'rsqrt', 'constant')
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops Orbax's per-save info and warnings (errors still show)."""
+
+  def filter(self, record):
+    return record.levelno >= py_logging.ERROR or (
+        f'{os.sep}orbax{os.sep}' not in record.pathname)
+
+
+def quiet_library_logs() -> None:
+  absl_logger = py_logging.getLogger('absl')
+  if not any(isinstance(f, _QuietLibraries) for f in absl_logger.filters):
+    absl_logger.addFilter(_QuietLibraries())
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """All devices of all processes on one 'data' axis."""
+  return jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(AxisType.Auto,))
+
+
+def make_optimizer(config) -> tuple[optax.GradientTransformation, Any]:
+  """AdamW with linear warmup, then the configured decay; global-norm clipping."""
+  opt = config.optimizer
+  lr, warmup = float(opt.learning_rate), int(opt.warmup_steps)
+  total = int(config.num_train_steps)
+  if opt.schedule == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, lr, max(warmup, 1), max(total, warmup + 1),
+        end_value=lr * float(opt.final_lr_fraction))
+  elif opt.schedule == 'rsqrt':
+    def schedule(step):
+      step = jnp.maximum(step.astype(jnp.float32), 1.0)
+      return lr * jnp.minimum(step / max(warmup, 1),
+                              jnp.sqrt(max(warmup, 1) / step))
+  elif opt.schedule == 'constant':
+    schedule = optax.linear_schedule(0.0, lr, max(warmup, 1))
+  else:
+    raise ValueError(f'Unknown config.optimizer.schedule {opt.schedule!r}; '
+                     f'valid: {list(SCHEDULES)}.')
+  tx = optax.chain(
+      optax.clip_by_global_norm(float(opt.grad_clip)),
+      optax.adamw(schedule, b1=float(opt.b1), b2=float(opt.b2),
+                  weight_decay=float(opt.weight_decay)))
+  return tx, schedule
+
+
+def default_workdir(config_path: str) -> str:
+  """runs/<experiment>[_<arg>] for --config=configs/<experiment>.py[:<arg>]."""
+  path, _, arg = config_path.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', f'{name}_{arg}' if arg else name)
+
+
+def check_workdir(workdir: str) -> str:
+  """Creates ``workdir`` and checks that it is writable."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f'The workdir {workdir} is not writable ({e.strerror}); '
+                     'pass a --workdir you can write to.') from None
+  return workdir
+
+
+def _check_config(config) -> None:
+  for key in ('task', 'model', 'data', 'seed', 'batch_size',
+              'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
+              'log_every_steps', 'optimizer'):
+    if key not in config:
+      raise ValueError(f'The config has no {key!r}; every experiment sets '
+                       'task, model, data, seed, batch_size, num_train_steps, '
+                       'eval_every_steps, checkpoint_every_steps, '
+                       'log_every_steps and optimizer.')
+  for key in ('batch_size', 'num_train_steps', 'eval_every_steps',
+              'checkpoint_every_steps', 'log_every_steps'):
+    if int(config[key]) < 1:
+      raise ValueError(f'config.{key} must be positive, got {config[key]}.')
+  devices = jax.device_count()
+  if config.batch_size % devices:
+    raise ValueError(
+        f'config.batch_size={config.batch_size} (the global batch) does not '
+        f'divide evenly over the {devices} devices; use a multiple of '
+        f'{devices}.')
+
+
+class Trainer:
+  """Task, mesh, optimizer and the compiled steps, shared by train and eval."""
+
+  def __init__(self, config, workdir: str):
+    _check_config(config)
+    quiet_library_logs()
+    self.config = config
+    self.workdir = workdir
+    self.mesh = make_mesh()
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P('data'))
+    self.task = tasks.get_task(config.task)(config, workdir, self)
+    self.tx, self.schedule = make_optimizer(config)
+    root = jax.random.key(int(config.seed))
+    self.init_rng, self.dropout_rng = jax.random.split(root)
+
+  def to_device(self, batch: dict[str, np.ndarray],
+                keys=None) -> dict[str, jax.Array]:
+    """This process' share of a global batch -> global arrays on the mesh.
+
+    Only ``keys`` (default: the task's ``train_keys``) present in the batch
+    are sent.
+    """
+    keys = self.task.train_keys if keys is None else keys
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding,
+                                                      np.asarray(batch[k]))
+            for k in keys if k in batch}
+
+  def init_state(self) -> dict[str, Any]:
+    def init(rng):
+      params = self.task.init_params(rng)
+      return {'step': jnp.zeros((), jnp.int32), 'params': params,
+              'opt_state': self.tx.init(params)}
+    return jax.jit(init, out_shardings=self.replicated)(self.init_rng)
+
+  def abstract_state(self) -> dict[str, Any]:
+    shapes = jax.eval_shape(self.init_state)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                       sharding=self.replicated), shapes)
+
+  @functools.cached_property
+  def train_step(self):
+    def step_fn(state, batch, rng):
+      rng = jax.random.fold_in(rng, state['step'])
+      def loss_fn(params):
+        return self.task.loss_fn(params, batch, rng, train=True)
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state['params'])
+      updates, opt_state = self.tx.update(grads, state['opt_state'],
+                                          state['params'])
+      params = optax.apply_updates(state['params'], updates)
+      metrics = dict(metrics)
+      metrics['grad_norm'] = (optax.tree.norm(grads), jnp.float32(1))
+      metrics['learning_rate'] = (self.schedule(state['step']),
+                                  jnp.float32(1))
+      new_state = {'step': state['step'] + 1, 'params': params,
+                   'opt_state': opt_state}
+      return new_state, metrics
+    return jax.jit(step_fn, donate_argnums=(0,),
+                   out_shardings=(self.replicated, self.replicated))
+
+
+class _MetricSums:
+  """Host-side running sums of {name: (sum, count)} between log lines."""
+
+  def __init__(self):
+    self.sums: dict[str, list[float]] = {}
+
+  def add(self, metrics) -> None:
+    for name, (total, count) in metrics.items():
+      entry = self.sums.setdefault(name, [0.0, 0.0])
+      entry[0] += float(total)
+      entry[1] += float(count)
+
+  def means(self, prefix: str) -> dict[str, float]:
+    return {f'{prefix}{name}': s / c if c else float('nan')
+            for name, (s, c) in self.sums.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, float]:
+  """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
+
+  Returns:
+    The last evaluation's scalars (validation metrics).
+  """
+  workdir = check_workdir(workdir)
+  trainer = Trainer(config, workdir)
+  task = trainer.task
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+  total_steps = int(config.num_train_steps)
+  ckpts = checkpoints_lib.Checkpoints(workdir)
+  train_iter = task.train_iterator()
+  state = None
+  start = ckpts.latest_step()
+  if start is not None:
+    logging.info('Resuming from checkpoint step %d in %s', start,
+                 ckpts.directory)
+    state = ckpts.restore(start, trainer.abstract_state(), train_iter)
+  else:
+    start = 0
+    state = trainer.init_state()
+  writer = writers.MetricWriter(workdir)
+  writer.truncate_after(start)
+  num_params = sum(x.size for x in jax.tree.leaves(state['params']))
+  logging.info('%s on %s: %s parameters, %d devices, global batch %d; '
+               'training steps %d -> %d', config.model.name, config.task,
+               f'{num_params:,}', jax.device_count(), config.batch_size,
+               start, total_steps)
+
+  last_eval: dict[str, float] = {}
+  sums = _MetricSums()
+  pending = None  # (step, device metrics), fetched one step late
+  interval_start, interval_steps = time.time(), 0
+
+  def fetch(pending_step, device_metrics):
+    metrics = jax.device_get(device_metrics)
+    loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
+    if not (math.isfinite(loss) and math.isfinite(
+        float(metrics['grad_norm'][0]))):
+      raise FloatingPointError(
+          f'The training loss is {loss} (gradient norm '
+          f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
+          'stopping. No checkpoint of this state was written; the newest '
+          f'good one is step {ckpts.latest_step()}. Lower '
+          'config.optimizer.learning_rate or check the data.')
+    sums.add(metrics)
+
+  step = start
+  try:
+    while step < total_steps:
+      batch = trainer.to_device(next(train_iter))
+      state, metrics = trainer.train_step(state, batch, trainer.dropout_rng)
+      if pending is not None:
+        fetch(*pending)
+      step += 1
+      interval_steps += 1
+      pending = (step, metrics)
+      is_last = step == total_steps
+      log_now = step % config.log_every_steps == 0 or is_last
+      eval_now = step % config.eval_every_steps == 0 or is_last
+      ckpt_now = step % config.checkpoint_every_steps == 0 or is_last
+      if not (log_now or eval_now or ckpt_now):
+        continue
+      fetch(*pending)  # Everything below sees this step's finite metrics.
+      pending = None
+      if log_now:
+        elapsed = time.time() - interval_start
+        rate = interval_steps / max(elapsed, 1e-9)
+        scalars = sums.means('train/')
+        scalars['train/steps_per_second'] = rate
+        writer.write_scalars(step, scalars)
+        eta = (total_steps - step) / max(rate, 1e-9)
+        logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step,
+                     total_steps, scalars.get('train/loss', float('nan')),
+                     rate, _format_seconds(eta))
+        sums = _MetricSums()
+        interval_start, interval_steps = time.time(), 0
+      if ckpt_now:
+        ckpts.save(step, state, train_iter)
+      if eval_now:
+        eval_start = time.time()
+        last_eval = task.evaluate(state['params'], step, writer)
+        writer.write_scalars(step, {f'eval/{k}': v
+                                    for k, v in last_eval.items()})
+        logging.info('eval at step %d (%.1fs): %s', step,
+                     time.time() - eval_start, _short(last_eval))
+        interval_start = time.time()  # eval time is not training time
+      writer.flush()
+  finally:
+    writer.close()
+    ckpts.close()
+  return last_eval
+
+
+def restore_params(trainer: Trainer, step: int | None = None):
+  """Parameters of checkpoint ``step`` (default: the newest) and the step."""
+  ckpts = checkpoints_lib.Checkpoints(trainer.workdir, read_only=True)
+  steps = ckpts.all_steps()
+  if not steps:
+    raise ValueError(f'No checkpoint in {ckpts.directory}; train first: '
+                     f'python train.py --config=... --workdir={trainer.workdir}')
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise ValueError(f'No checkpoint for step {step} in {ckpts.directory}; '
+                     f'available steps: {sorted(steps)}.')
+  state = ckpts.restore(step, trainer.abstract_state())
+  ckpts.close()
+  return state['params'], step
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        step: int | None = None) -> dict[str, Any]:
+  """eval.py: scores a checkpoint on the test split; writes eval_results.json."""
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(workdir):
+    raise ValueError(f'The workdir {workdir} does not exist; train first.')
+  trainer = Trainer(config, workdir)
+  params, step = restore_params(trainer, step)
+  logging.info('Evaluating %s at step %d', workdir, step)
+  results = trainer.task.test(params, step)
+  results = {'step': int(step), **results}
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, 'eval_results.json')
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(results, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+  return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+  """A two-column text table of eval results."""
+  width = max(len(k) for k in results)
+  rows = []
+  for key in results:
+    value = results[key]
+    text = f'{value:.4f}' if isinstance(value, float) else str(value)
+    rows.append(f'{key:<{width}}  {text}')
+  return '\n'.join(rows)
+
+
+def _short(scalars: dict[str, float], limit: int = 8) -> str:
+  items = list(scalars.items())[:limit]
+  return ', '.join(f'{k}={v:.4g}' for k, v in items)
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'

@@ -1,0 +1,85 @@
+"""What every experiment config shares: the loop's keys and the arg parser.
+
+A config file's ``get_config(arg)`` starts from :func:`base` and sets its model
+and task-specific keys. ``arg`` is the text after ':' in
+``--config=configs/<experiment>.py:<arg>``; :func:`parse_arg` reads it.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from attention.data import config as data_config
+
+VARIANTS = ('smoke',)
+
+
+def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
+  """'smoke' -> ConfigDict(variant='smoke'); None or '' -> the default run."""
+  arg = (arg or '').strip()
+  if arg and arg not in VARIANTS:
+    raise ValueError(f'Unknown config variant {arg!r}; valid variants: '
+                     f'{list(VARIANTS)} (or none).')
+  return ml_collections.ConfigDict({'variant': arg or 'default'})
+
+
+def base(task: str) -> ml_collections.ConfigDict:
+  """The keys of every experiment, at their defaults."""
+  config = ml_collections.ConfigDict()
+  config.task = task                  # 'translate' | 'movies'
+  config.model = ml_collections.ConfigDict()  # name + the Model's fields
+  config.data = data_config.get_config(task)  # see attention/data/config.py
+  config.seed = 0                     # parameter init, dropout, batch order
+  config.batch_size = 64              # global batch, over all devices
+  config.num_train_steps = 1000       # training steps
+  config.eval_every_steps = 500       # validation + alignment plots
+  config.checkpoint_every_steps = 500  # Orbax checkpoint (and at the end)
+  config.log_every_steps = 50         # console / metrics.jsonl / TensorBoard
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 1e-3  # peak learning rate
+  config.optimizer.warmup_steps = 100    # linear warmup from 0
+  config.optimizer.schedule = 'cosine'   # 'cosine' | 'rsqrt' | 'constant'
+  config.optimizer.final_lr_fraction = 0.1  # cosine: end at this x peak
+  config.optimizer.weight_decay = 0.0    # AdamW decoupled weight decay
+  config.optimizer.grad_clip = 1.0       # clip by global norm
+  config.optimizer.b1 = 0.9              # Adam beta1
+  config.optimizer.b2 = 0.98             # Adam beta2
+
+  # A sweep: a list of {dotted key: value} overrides; `train.py
+  # --sweep_index=i` runs point i into <workdir>/<i>-<overrides>.
+  config.sweep = []
+  return config
+
+
+def translate_base() -> ml_collections.ConfigDict:
+  """Translation keys on top of :func:`base`."""
+  config = base('translate')
+  config.label_smoothing = 0.1        # label smoothing of the training loss
+  config.eval = ml_collections.ConfigDict()
+  config.eval.beam_size = 4           # eval.py beam search width
+  config.eval.length_penalty = 0.6    # GNMT length-penalty exponent alpha
+  config.eval.max_decode_length = 0   # output tokens; 0 = 2 x source + 10
+  config.eval.num_alignment_examples = 4  # sentences plotted at each eval
+  config.eval.bleu_length_edges = (0, 10, 20, 30, 40, 50)  # BLEU buckets
+  return config
+
+
+def smoke_translate(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a translate config so it trains in seconds (tests use it)."""
+  config.data.num_train = 256
+  config.data.num_validation = 32
+  config.data.num_test = 32
+  config.data.max_train_len = 10
+  config.data.max_test_len = 12
+  config.data.num_threads = 0
+  config.data.num_buckets = 1         # one batch shape: one compilation
+  config.batch_size = 16
+  config.num_train_steps = 4
+  config.eval_every_steps = 4
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 2
+  config.optimizer.warmup_steps = 2
+  config.eval.beam_size = 2
+  config.eval.num_alignment_examples = 1
+  config.eval.bleu_length_edges = (0, 5, 10)

@@ -1,0 +1,47 @@
+r"""Transformer (multi-head attention) on toy translation.
+
+  python train.py --config=configs/mha_translate.py
+  python train.py --config=configs/mha_translate.py:smoke   # seconds
+  python eval.py  --config=configs/mha_translate.py
+
+Real data: --config.data.source=tsv \
+  --config.data.path=../shared/data/tatoeba-spa-eng/spa-eng.zip
+"""
+
+from configs import common
+
+
+def get_config(arg=None):
+  variant = common.parse_arg(arg).variant
+  config = common.translate_base()
+  config.model.name = 'transformer'
+  config.model.num_layers = 2          # encoder and decoder layers
+  config.model.d_model = 128           # model width
+  config.model.num_heads = 4           # attention heads
+  config.model.num_kv_heads = None     # key/value heads (GQA); None = heads
+  config.model.mlp_dim = 256           # feed-forward hidden width
+  config.model.dropout_rate = 0.1      # embeddings and residual branches
+  config.model.attention_dropout_rate = 0.0  # attention weights
+  config.model.tie_embeddings = True   # output layer = target embeddings
+  config.model.position = 'sinusoidal'  # 'sinusoidal' | 'learned'
+  config.model.normalize_qk = False    # QK-LayerNorm
+
+  config.batch_size = 64
+  config.num_train_steps = 3000
+  config.eval_every_steps = 1000
+  config.checkpoint_every_steps = 1000
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_steps = 200
+
+  config.sweep = [
+      {'model.num_layers': 1},
+      {'model.num_layers': 2},
+      {'model.num_layers': 2, 'model.num_kv_heads': 1},
+  ]
+  if variant == 'smoke':
+    common.smoke_translate(config)
+    config.model.num_layers = 1
+    config.model.d_model = 16
+    config.model.num_heads = 2
+    config.model.mlp_dim = 32
+  return config
