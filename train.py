@@ -24,12 +24,21 @@ _WORKDIR = flags.DEFINE_string(
 _SWEEP_INDEX = flags.DEFINE_integer(
     'sweep_index', None, "Run point i of the config's sweep into "
     '<workdir>/<i>-<overrides>.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for a multi-process '
+    'run not started by SLURM / a TPU pod / Kubernetes (JAX detects those).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process in a multi-process run.')
 flags.mark_flags_as_required(['config'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  train_lib.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                   _PROCESS_ID.value)
   config = _CONFIG.value
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))

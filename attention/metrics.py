@@ -51,14 +51,15 @@ def length_buckets(lengths: np.ndarray, edges: Sequence[int]) -> list[str]:
   return names
 
 
-def bleu_by_bucket(hypotheses: Sequence[str], references: Sequence[str],
-                   buckets: Sequence[str]) -> dict[str, float]:
-  """Corpus BLEU of each bucket's sentences: {bucket: bleu}."""
+def by_bucket(metric, hypotheses: Sequence[str], references: Sequence[str],
+              buckets: Sequence[str]) -> dict[str, float]:
+  """``metric`` (e.g. :func:`bleu`) of each bucket's sentences: {bucket: value}."""
   _check_pairs(hypotheses, references)
   out = {}
   for name in sorted(set(buckets), key=_bucket_start):
     idx = [i for i, b in enumerate(buckets) if b == name]
-    out[name] = bleu([hypotheses[i] for i in idx], [references[i] for i in idx])
+    out[name] = metric([hypotheses[i] for i in idx],
+                       [references[i] for i in idx])
   return out
 
 

@@ -54,6 +54,32 @@ def quiet_library_logs() -> None:
     absl_logger.addFilter(_QuietLibraries())
 
 
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Joins a multi-process run: explicit arguments, or the cluster's own.
+
+  With any argument given, calls ``jax.distributed.initialize`` with them.
+  Otherwise initialises only where a launcher announces several processes
+  (SLURM with more than one task, several TPU workers, or
+  JAX_COORDINATOR_ADDRESS set), letting JAX detect the rest; a plain
+  single-process run stays single-process. Must run before any JAX
+  computation.
+  """
+  explicit = (coordinator_address, num_processes, process_id)
+  if any(x is not None for x in explicit):
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes,
+                               process_id=process_id)
+    return
+  env = os.environ
+  several = (int(env.get('SLURM_NTASKS', '1') or 1) > 1
+             or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
+             or 'JAX_COORDINATOR_ADDRESS' in env)
+  if several:
+    jax.distributed.initialize()
+
+
 def make_mesh() -> jax.sharding.Mesh:
   """All devices of all processes on one 'data' axis."""
   return jax.make_mesh((jax.device_count(),), ('data',),
@@ -247,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   sums = _MetricSums()
   pending = None  # (step, device metrics), fetched one step late
   interval_start, interval_steps = time.time(), 0
+  run_start = time.time()
 
   def fetch(pending_step, device_metrics):
     metrics = jax.device_get(device_metrics)
@@ -284,6 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         rate = interval_steps / max(elapsed, 1e-9)
         scalars = sums.means('train/')
         scalars['train/steps_per_second'] = rate
+        scalars['train/elapsed_seconds'] = time.time() - run_start
         writer.write_scalars(step, scalars)
         eta = (total_steps - step) / max(rate, 1e-9)
         logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step,

@@ -4,8 +4,9 @@ r"""RNNsearch (Bahdanau additive attention) on toy translation.
   python train.py --config=configs/bahdanau_translate.py:smoke   # seconds
   python eval.py  --config=configs/bahdanau_translate.py
 
-Real data: --config.data.source=tsv \
-  --config.data.path=../shared/data/tatoeba-spa-eng/spa-eng.zip
+Real data (Tatoeba English->Spanish, CC-BY 2.0 FR, manythings.org/anki):
+  python train.py --config=configs/bahdanau_translate.py:tatoeba
+or any parallel TSV: --config.data.source=tsv --config.data.path=FILE
 """
 
 from configs import common
@@ -35,6 +36,8 @@ def get_config(arg=None):
       {'model.score': 'additive'},
       {'model.score': 'multiplicative'},
   ]
+  if variant == 'tatoeba':
+    common.tatoeba_translate(config)
   if variant == 'smoke':
     common.smoke_translate(config)
     config.model.embed_dim = 8

@@ -4,8 +4,9 @@ r"""Transformer (multi-head attention) on toy translation.
   python train.py --config=configs/mha_translate.py:smoke   # seconds
   python eval.py  --config=configs/mha_translate.py
 
-Real data: --config.data.source=tsv \
-  --config.data.path=../shared/data/tatoeba-spa-eng/spa-eng.zip
+Real data (Tatoeba English->Spanish, CC-BY 2.0 FR, manythings.org/anki):
+  python train.py --config=configs/mha_translate.py:tatoeba
+or any parallel TSV: --config.data.source=tsv --config.data.path=FILE
 """
 
 from configs import common
@@ -15,12 +16,12 @@ def get_config(arg=None):
   variant = common.parse_arg(arg).variant
   config = common.translate_base()
   config.model.name = 'transformer'
-  config.model.num_layers = 2          # encoder and decoder layers
+  config.model.num_layers = 3          # encoder and decoder layers
   config.model.d_model = 128           # model width
   config.model.num_heads = 4           # attention heads
   config.model.num_kv_heads = None     # key/value heads (GQA); None = heads
   config.model.mlp_dim = 256           # feed-forward hidden width
-  config.model.dropout_rate = 0.1      # embeddings and residual branches
+  config.model.dropout_rate = 0.0      # embeddings and residual branches
   config.model.attention_dropout_rate = 0.0  # attention weights
   config.model.tie_embeddings = True   # output layer = target embeddings
   config.model.position = 'sinusoidal'  # 'sinusoidal' | 'learned'
@@ -30,14 +31,17 @@ def get_config(arg=None):
   config.num_train_steps = 3000
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 200
+  config.label_smoothing = 0.0
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.warmup_steps = 100
 
   config.sweep = [
-      {'model.num_layers': 1},
       {'model.num_layers': 2},
-      {'model.num_layers': 2, 'model.num_kv_heads': 1},
+      {'model.num_layers': 3},
+      {'model.num_layers': 3, 'model.num_kv_heads': 1},
   ]
+  if variant == 'tatoeba':
+    common.tatoeba_translate(config)
   if variant == 'smoke':
     common.smoke_translate(config)
     config.model.num_layers = 1

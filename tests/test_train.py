@@ -136,9 +136,9 @@ def test_data_parallel_loss_equals_single_device(mha_run, tmp_path):
 def test_sweep_point_overrides_land_in_its_config(tmp_path):
   config = mha_translate.get_config()
   point, point_dir = sweep.sweep_point(config, str(tmp_path), 2)
-  assert point.model.num_layers == 2 and point.model.num_kv_heads == 1
+  assert point.model.num_layers == 3 and point.model.num_kv_heads == 1
   assert config.model.num_kv_heads is None  # the base config is untouched
-  assert os.path.basename(point_dir) == '2-num_layers=2,num_kv_heads=1'
+  assert os.path.basename(point_dir) == '2-num_layers=3,num_kv_heads=1'
   with pytest.raises(ValueError, match='out of range: the sweep has 3'):
     sweep.sweep_point(config, str(tmp_path), 3)
   with pytest.raises(ValueError, match="no key 'num_layer'.*valid keys"):
@@ -205,3 +205,10 @@ def test_nan_loss_stops_with_the_step_and_no_checkpoint(tmp_path):
   bad_step = int(e.value.args[0].split('at step ')[1].split(':')[0])
   steps = checkpoints.Checkpoints(str(tmp_path)).all_steps()
   assert all(s < bad_step for s in steps), (steps, bad_step)
+
+
+def test_unknown_config_variant_lists_the_valid_ones():
+  with pytest.raises(ValueError, match=r"Unknown config variant 'tiny'; valid "
+                     r"variants: \['smoke', 'tatoeba'\]"):
+    mha_translate.get_config('tiny')
+  assert mha_translate.get_config('tatoeba').data.source == 'tsv'

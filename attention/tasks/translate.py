@@ -60,6 +60,7 @@ class Task:
         config.model, src_vocab_size=self.data.src_vocab.size,
         tgt_vocab_size=self.data.tgt_vocab.size)
     self.eval_config = config.eval
+    self._decoders = {}
 
   # --- training ---------------------------------------------------------
 
@@ -203,18 +204,27 @@ class Task:
 
   # --- test (eval.py) -------------------------------------------------------
 
+  def _decoder(self, beam_size: int, max_length: int):
+    key = (beam_size, max_length)
+    if key not in self._decoders:
+      self._decoders[key] = decoding.make_decoder(
+          self.model, beam_size=beam_size, max_length=max_length,
+          alpha=float(self.eval_config.length_penalty))
+    return self._decoders[key]
+
   def _decode(self, params, split, beam_size: int):
-    """Decoded token ids of every example of ``split``, in order."""
-    ec = self.eval_config
-    longest_src = max(len(s) for s in split.src) + 1
-    max_length = int(ec.max_decode_length or 2 * longest_src + 10)
-    decode = decoding.make_decoder(self.model, beam_size=beam_size,
-                                   max_length=max_length,
-                                   alpha=float(ec.length_penalty))
+    """Decoded token ids of every example of ``split``, in order.
+
+    Each batch may write up to ``eval.max_decode_length`` tokens, or, when
+    that is 0, twice its longest source plus 10.
+    """
     out = [None] * len(split)
     for host_batch in self._iterator(split, train=False):
       batch = self.trainer.to_device(host_batch, ('src', 'example'))
-      tokens, _ = decode({'params': params}, batch['src'])
+      max_length = int(self.eval_config.max_decode_length or
+                       2 * batch['src'].shape[1] + 10)
+      tokens, _ = self._decoder(beam_size, max_length)({'params': params},
+                                                       batch['src'])
       tokens = multihost_utils.process_allgather(tokens, tiled=True)
       examples = multihost_utils.process_allgather(batch['example'],
                                                    tiled=True)
@@ -245,9 +255,10 @@ class Task:
       results[prefix + 'chrf'] = metrics_lib.chrf(hyps, references)
       results[prefix + 'exact_match'] = metrics_lib.exact_match(hyps,
                                                                 references)
-      for name, value in metrics_lib.bleu_by_bucket(hyps, references,
-                                                    buckets).items():
-        results[f'{prefix}bleu_by_length/{name}'] = value
+      for metric in (metrics_lib.bleu, metrics_lib.exact_match):
+        for name, value in metrics_lib.by_bucket(metric, hyps, references,
+                                                 buckets).items():
+          results[f'{prefix}{metric.__name__}_by_length/{name}'] = value
       if jax.process_index() == 0:
         name = 'greedy' if beam == 1 else f'beam{beam}'
         path = os.path.join(self.workdir, f'translations_{name}.tsv')
