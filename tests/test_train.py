@@ -113,6 +113,9 @@ def test_one_train_step_of_each_smoke_config(name, tmp_path):
   has_attention = name == 'bahdanau_translate'
   assert ('aer' in last_eval) == has_attention
   assert os.path.isdir(os.path.join(tmp_path, 'alignments')) == has_attention
+  results = train_lib.evaluate_checkpoint(config, str(tmp_path))
+  assert ('aer' in results) == has_attention
+  assert {'bleu', 'beam/bleu', 'exact_match', 'token_accuracy'} <= set(results)
 
 
 def test_data_parallel_loss_equals_single_device(mha_run, tmp_path):

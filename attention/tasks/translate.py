@@ -244,9 +244,9 @@ class Task:
     totals = self._summed_metrics(params, split)
     teacher = self._scalars(totals)
     results: dict[str, Any] = {'token_accuracy': teacher['accuracy']}
-    if self.has_gold:
-      results['aer'] = teacher['aer']
-    results['attention_entropy'] = teacher.get('attention_entropy')
+    for name in ('aer', 'attention_entropy'):  # models with attention
+      if name in teacher:
+        results[name] = teacher[name]
     decoded = {}
     for prefix, beam in (('', 1), ('beam/', int(ec.beam_size))):
       ids = decoded[beam] = self._decode(params, split, beam)
@@ -265,7 +265,6 @@ class Task:
         with open(path, 'w') as f:
           for s, h, r in zip(split.src_text, hyps, references):
             f.write(f'{s}\t{h}\t{r}\n')
-    results = {k: v for k, v in results.items() if v is not None}
     num = int(ec.num_alignment_examples)
     if num:
       rows = np.arange(min(num, len(split)))
