@@ -102,6 +102,25 @@ def test_eval_writes_every_documented_key(mha_run):
   assert os.listdir(os.path.join(workdir, 'alignments', 'test_step_4'))
 
 
+def test_alignment_plots_of_translations_shorter_or_longer_than_gold(
+    mha_run, tmp_path):
+  config, workdir, _ = mha_run
+  trainer = train_lib.Trainer(config, workdir)
+  params, _ = train_lib.restore_params(trainer)
+  split = trainer.task.data.test
+  # The example whose gold target most exceeds its source: a short
+  # translation of it needs room for the gold target in the batch.
+  i = int(np.argmax([len(t) - len(s) for s, t in zip(split.src, split.tgt)]))
+  assert len(split.tgt[i]) > len(split.src[i])
+  for tgt_ids in ([np.zeros(0, np.int32)],
+                  [np.concatenate([split.tgt[i]] * 3)]):
+    images = trainer.task._plot_alignments(params, split, np.array([i]),
+                                           tgt_ids, str(tmp_path))
+    assert len(images) == 1
+    matrix = np.load(tmp_path / f'example{i}_layer0.npy')
+    assert matrix.shape == (len(tgt_ids[0]) + 1, len(split.src[i]) + 1)
+
+
 @pytest.mark.parametrize('name', ['bahdanau_translate', 'rnnencdec_translate'])
 def test_one_train_step_of_each_smoke_config(name, tmp_path):
   config = CONFIGS[name].get_config('smoke')

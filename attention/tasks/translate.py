@@ -170,7 +170,9 @@ class Task:
 
   def _plot_alignments(self, params, split, rows, tgt_ids, directory):
     """Teacher-forced attention of ``rows`` on targets ``tgt_ids``: PNG + npy."""
+    # Room for the source, the gold target (collate writes it) and tgt_ids.
     length = int(max(max(len(split.src[i]) for i in rows),
+                     max(len(split.tgt[i]) for i in rows),
                      max(len(t) for t in tgt_ids))) + 1
     batch = split.collate(rows, length)
     tgt_in = np.zeros_like(batch['tgt_in'])
