@@ -1,6 +1,7 @@
 r"""Evaluates a checkpoint on the test split and writes eval_results.json.
 
   python eval.py --config=configs/mha_translate.py [--workdir=DIR] [--step=N]
+  python eval.py --config=... --sentence="the cat walks on the street"
 
 The logic lives in attention.train_lib; this file only parses flags.
 """
@@ -19,6 +20,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'The training workdir; default runs/<experiment>[_<arg>].')
 _STEP = flags.DEFINE_integer('step', None, 'Checkpoint step; default newest.')
+_SENTENCE = flags.DEFINE_multi_string(
+    'sentence', None, 'Translate this source sentence (repeatable) and plot '
+    'its alignment into <workdir>/alignments/sentences_step_<N>/, instead of '
+    'scoring the test split.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -29,6 +34,12 @@ def main(argv):
       config_flags.get_config_filename(flags.FLAGS['config']))
   print(f'workdir: {workdir}', flush=True)
   try:
+    if _SENTENCE.value:
+      translations = train_lib.translate_sentences(
+          _CONFIG.value, workdir, _SENTENCE.value, _STEP.value)
+      for source, target in zip(_SENTENCE.value, translations):
+        print(f'{source}\t{target}')
+      return
     results = train_lib.evaluate_checkpoint(_CONFIG.value, workdir, _STEP.value)
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')

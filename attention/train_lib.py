@@ -373,6 +373,22 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
+def translate_sentences(config: ml_collections.ConfigDict, workdir: str,
+                        sentences, step: int | None = None) -> list[str]:
+  """eval.py --sentence: translates with a checkpoint and plots alignments.
+
+  The plots go to ``<workdir>/alignments/sentences_step_<N>/``.
+  """
+  trainer = Trainer(config, os.path.abspath(workdir))
+  if not hasattr(trainer.task, 'translate'):
+    raise ValueError(f'--sentence needs a translation config; this one has '
+                     f'task {config.task!r}.')
+  params, step = restore_params(trainer, step)
+  directory = os.path.join(trainer.workdir, 'alignments',
+                           f'sentences_step_{step}')
+  return trainer.task.translate(params, list(sentences), directory)
+
+
 def format_results(results: dict[str, Any]) -> str:
   """A two-column text table of eval results."""
   width = max(len(k) for k in results)

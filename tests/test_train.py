@@ -234,3 +234,12 @@ def test_unknown_config_variant_lists_the_valid_ones():
                      r"variants: \['smoke', 'tatoeba'\]"):
     mha_translate.get_config('tiny')
   assert mha_translate.get_config('tatoeba').data.source == 'tsv'
+
+
+def test_eval_translates_given_sentences_and_plots_them(mha_run):
+  config, workdir, _ = mha_run
+  out = train_lib.translate_sentences(config, workdir,
+                                      ['the cat walks', 'the dog'])
+  assert len(out) == 2 and all(isinstance(t, str) for t in out)
+  plots = os.listdir(os.path.join(workdir, 'alignments', 'sentences_step_4'))
+  assert {'example0_layer0.png', 'example1_layer0.npy'} <= set(plots)

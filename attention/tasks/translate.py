@@ -277,6 +277,27 @@ class Task:
     return results
 
 
+  def translate(self, params, sentences, directory: str) -> list[str]:
+    """Greedy translations of ``sentences``, with their alignment plots.
+
+    Writes ``example<i>_<attention>.png`` and ``.npy`` into ``directory``
+    (process 0; nothing for a model without attention).
+    """
+    src_ids = [np.asarray(self.data.src_vocab.encode(s), np.int32)
+               for s in sentences]
+    split = translation.TranslationSplit(
+        src=src_ids, tgt=[np.zeros(0, np.int32)] * len(src_ids),
+        src_text=list(sentences), tgt_text=[''] * len(src_ids))
+    rows = np.arange(len(split))
+    length = max(len(s) for s in src_ids) + 1
+    src = split.collate(rows, length)['src']
+    max_length = int(self.eval_config.max_decode_length or 2 * length + 10)
+    tokens, _ = self._decoder(1, max_length)({'params': params}, src)
+    tgt_ids = [_strip(t) for t in np.asarray(tokens)]
+    self._plot_alignments(params, split, rows, tgt_ids, directory)
+    return [self.data.tgt_vocab.decode(t) for t in np.asarray(tokens)]
+
+
 def _strip(ids) -> np.ndarray:
   """Decoded ids up to (not including) EOS."""
   ids = np.asarray(ids)
