@@ -13,6 +13,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from attention import chunked as chunked_lib
 from attention import masks as masks_lib
 
 Array = jax.Array
@@ -53,10 +54,18 @@ def dot_product_attention(query: Array,
     dropout_rate: dropout on the attention weights, in [0, 1).
     dropout_rng: PRNG key, required when dropout is active.
     deterministic: no dropout when True.
-    implementation: 'xla' (einsum + softmax), 'chunked' (memory-efficient;
-      currently computes like 'xla' until the blockwise kernel lands),
-      'cudnn' (``jax.nn.dot_product_attention(implementation='cudnn')``, GPU
-      only), or None for the best available on this platform.
+    implementation: 'xla' (einsum + softmax over the full [B, N, T, S]
+      matrix), 'chunked' (blockwise with an online softmax and its own
+      backward pass, memory O(T + S) instead of O(T·S); see
+      :mod:`attention.chunked`; its dropout masks are drawn per block, so
+      they differ from 'xla''s in bits, not in distribution; with
+      ``return_weights=True`` it falls back to 'xla', which alone builds the
+      full matrix), 'cudnn'
+      (``jax.nn.dot_product_attention(implementation='cudnn')``, GPU only), or
+      None for the best available on this platform: cuDNN where it supports
+      the call, 'xla' when weights are requested, else 'chunked' on CPU (the
+      faster there at every length measured) and for long sequences on
+      GPU/TPU.
     return_weights: also return the attention weights.
     precision: matmul precision of the two einsums.
 
@@ -77,16 +86,21 @@ def dot_product_attention(query: Array,
                      'no dropout_rng was given.')
   if scale is None:
     scale = 1.0 / math.sqrt(query.shape[-1])
+  if implementation is None:
+    implementation = _best_implementation(query, key, value, dropout_active,
+                                          return_weights, is_causal)
+  if implementation == 'chunked' and not return_weights:
+    return chunked_lib.chunked_attention(
+        query, key, value, bias=bias, mask=mask, is_causal=is_causal,
+        scale=scale, dropout_rate=dropout_rate if dropout_active else 0.0,
+        dropout_rng=dropout_rng, precision=precision)
   if is_causal:
     mask = masks_lib.combine_masks(
         mask, masks_lib.make_causal_mask(query.shape[1], key.shape[1]))
-  if implementation is None:
-    implementation = _best_implementation(query, key, value, dropout_active,
-                                          return_weights)
   if implementation == 'cudnn':
     return _cudnn_attention(query, key, value, bias, mask, scale,
                             dropout_active, return_weights)
-  # TODO(performance issue): 'chunked' gets its own blockwise kernel.
+  # 'xla', or 'chunked' with return_weights (which needs the full matrix).
   out, weights = _xla_attention(
       query, key, value, bias, mask, scale,
       dropout_rate if dropout_active else 0.0, dropout_rng, precision)
@@ -130,16 +144,39 @@ def _split_heads(x, K, G):
   return x.reshape(b, K, G, t, s)
 
 
-def _best_implementation(query, key, value, dropout_active, return_weights):
-  """The fastest path that supports the arguments on this platform."""
+# On CPU the chunked path beat 'xla' at every length measured (T = S from 128
+# to 8192, causal or not, forward and forward+backward; BENCHMARKS.md). On
+# GPU/TPU, where it is unmeasured here, 'xla' keeps short sequences and
+# 'chunked' takes over where the [B, N, T, S] matrix would be large.
+_CHUNKED_MIN_LOGITS = {'cpu': 0, 'gpu': 1024 * 1024, 'tpu': 1024 * 1024}
+
+
+def _best_implementation(query, key, value, dropout_active, return_weights,
+                         is_causal=False):
+  """The fastest path that supports the arguments on this platform.
+
+  cuDNN on a GPU for the shapes and dtypes it supports; 'xla' whenever the
+  weights are requested (only it builds the full matrix); otherwise
+  'chunked' on CPU, and on GPU/TPU for long sequences (T·S at least
+  ``_CHUNKED_MIN_LOGITS``).
+  """
+  del is_causal
+  platform = jax.default_backend()
   H = query.shape[-1]
   cudnn_ok = (
-      jax.default_backend() == 'gpu'
+      platform == 'gpu'
       and not dropout_active and not return_weights
       and query.dtype in (jnp.bfloat16, jnp.float16)
       and query.dtype == key.dtype == value.dtype
       and H == value.shape[-1] and H % 8 == 0 and H <= 128)
-  return 'cudnn' if cudnn_ok else 'xla'
+  if cudnn_ok:
+    return 'cudnn'
+  if return_weights:
+    return 'xla'
+  T, S = query.shape[1], key.shape[1]
+  if T * S >= _CHUNKED_MIN_LOGITS.get(platform, 1024 * 1024):
+    return 'chunked'
+  return 'xla'
 
 
 def _cudnn_attention(query, key, value, bias, mask, scale, dropout_active,
