@@ -1,0 +1,407 @@
+"""Movie recommendation: data, losses, ranking evaluation and attention plots.
+
+Training reads each user's training sequence and predicts the next movie at
+every position (``targets``), with one of three losses (``config.loss``):
+
+  'softmax'          cross-entropy over all movies (not for target_attention,
+                     which would need an attention per movie and position);
+  'bce'              binary cross-entropy of the true next movie against
+                     ``config.num_negatives`` sampled ones (SASRec's loss);
+  'sampled_softmax'  cross-entropy over the true movie and the sampled ones.
+
+Negatives are drawn uniformly inside the jitted loss from the train step's
+rng (``config.seed`` and the step fix them); a draw that is one of the
+user's training movies carries no loss.
+
+Evaluation ranks each user's held-out movie (leave-one-out: the
+second-to-last for validation, the last for test) after the whole history:
+
+  full/             among all movies, the user's already-seen movies
+                    (the whole history before the target) excluded;
+  sampled_uniform100/, sampled_pop100/
+                    among the target and 100 negatives sampled uniformly
+                    (SASRec's protocol) or by training popularity
+                    (BERT4Rec's), fixed by ``config.eval.negatives_seed``
+                    and never a movie of the user's sequence. For
+                    comparison with the literature only: sampled metrics
+                    overstate quality and can reorder models.
+
+with HR@K and NDCG@K for K in ``config.eval.ks`` (ties split fairly, see
+attention.ranking), the validation/test ``loss`` (cross-entropy of the target
+over all movies), the same metrics of a popularity ranking
+(``popularity/<protocol>/...``), and on the synthetic world the ranking by
+the true next-movie distribution (``oracle/...``; ``oracle/expected_ndcg@10``
+averages over targets drawn from it) and ``share_of_oracle/ndcg@10``.
+
+Attention a model exposes for plots (its ``aux``; see attention.models.mf
+for the model interface):
+  sasrec            ``self_attention`` [layers, B, N, L, L]: history x history,
+                    plotted per layer (head average);
+  target_attention  ``target_attention`` [B, C, L]: candidates x history,
+                    for the target and the model's top recommendations;
+  mf                nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from attention import models
+from attention import plotting
+from attention import ranking
+from attention.data import config as data_config
+from attention.data import movie_world
+from attention.data import movies
+from attention.data import pipeline
+
+LOSSES = ('softmax', 'bce', 'sampled_softmax')
+_NEG = -1e9  # Logit of movies that must not win (the padding id 0).
+
+
+class Task:
+  """The movie task (see attention.tasks for the interface)."""
+
+  train_keys = ('inputs', 'targets', 'mask', 'user')
+  eval_keys = ('inputs', 'length', 'user', 'target', 'example', 'seen',
+               'negatives_uniform', 'negatives_popularity', 'oracle')
+
+  def __init__(self, config, workdir: str, trainer):
+    self.config = config
+    self.workdir = workdir
+    self.trainer = trainer
+    if config.loss not in LOSSES:
+      raise ValueError(f'Unknown config.loss {config.loss!r}; valid losses: '
+                       f'{list(LOSSES)}.')
+    if config.loss != 'softmax' and int(config.num_negatives) < 1:
+      raise ValueError(f'config.loss={config.loss!r} needs '
+                       f'config.num_negatives >= 1, got '
+                       f'{config.num_negatives}.')
+    self.eval_config = config.eval
+    self.ks = tuple(int(k) for k in self.eval_config.ks)
+    num_negatives = int(self.eval_config.num_negatives)
+    self.protocols = {'full': None,
+                      f'sampled_uniform{num_negatives}': 'uniform',
+                      f'sampled_pop{num_negatives}': 'popularity'}
+    self.data = movies.load_movies(config.data)
+    self.num_items = self.data.num_items
+    self.max_len = int(data_config.get(config.data, 'max_len', 'movies'))
+    self.model = models.build(config.model, num_items=self.num_items,
+                              num_users=self.data.num_users,
+                              max_len=self.max_len)
+    self._negatives: dict[tuple[int, str], np.ndarray] = {}
+    self._baselines: dict[int, dict[str, float]] = {}
+
+  # --- training ---------------------------------------------------------
+
+  def init_params(self, rng):
+    length = min(4, self.max_len)
+    inputs = jnp.ones((1, length), jnp.int32)
+    candidates = jnp.ones((1, length, 2), jnp.int32)
+    return self.model.init(rng, inputs, jnp.ones((1,), jnp.int32),
+                           candidates)['params']
+
+  def _iterator(self, split, train: bool):
+    kwargs = dict(process_index=jax.process_index(),
+                  process_count=jax.process_count(),
+                  local_device_count=jax.local_device_count())
+    if train:
+      return pipeline.train_iterator(split, self.config, **kwargs)
+    return pipeline.eval_iterator(split, self.config, **kwargs)
+
+  def train_iterator(self):
+    return self._iterator(self.data.train, train=True)
+
+  def loss_fn(self, params, batch, rng, train: bool):
+    """Next-movie loss at every real position -> (loss, metrics)."""
+    rng = jax.random.key(0) if rng is None else rng
+    negatives_rng, dropout_rng = jax.random.split(rng)
+    inputs_BL, targets_BL = batch['inputs'], batch['targets']
+    apply = functools.partial(
+        self.model.apply, {'params': params}, inputs_BL, batch['user'],
+        deterministic=not train,
+        rngs={'dropout': dropout_rng} if train else None)
+    if self.config.loss == 'softmax':
+      # [B, L, V], or [B, 1, V] from a model that ignores the history.
+      logits_BLV, _ = apply(None)
+      logits_BLV = logits_BLV.at[..., 0].set(_NEG)
+      if self.config.loss_excludes_seen:
+        logits_BLV = jnp.where(
+            watched_before(inputs_BL, targets_BL, self.num_items),
+            _NEG, logits_BLV)
+      log_probs_BLV = jax.nn.log_softmax(logits_BLV, axis=-1)
+      loss_BL = -jnp.take_along_axis(log_probs_BLV, targets_BL[..., None],
+                                     axis=-1)[..., 0]
+    else:
+      negatives_BLN = sample_training_negatives(
+          negatives_rng, inputs_BL, targets_BL, int(self.config.num_negatives),
+          self.num_items)
+      candidates_BLC = jnp.concatenate(
+          [targets_BL[..., None], jnp.maximum(negatives_BLN, 0)], axis=-1)
+      scores_BLC, _ = apply(candidates_BLC)
+      valid_BLN = negatives_BLN > 0
+      positive_BL, negative_BLN = scores_BLC[..., 0], scores_BLC[..., 1:]
+      if self.config.loss == 'bce':
+        loss_BL = -jax.nn.log_sigmoid(positive_BL) - jnp.sum(
+            jnp.where(valid_BLN, jax.nn.log_sigmoid(-negative_BLN), 0.0),
+            axis=-1)
+      else:
+        logits_BLC = jnp.concatenate(
+            [positive_BL[..., None],
+             jnp.where(valid_BLN, negative_BLN, _NEG)], axis=-1)
+        loss_BL = optax.softmax_cross_entropy_with_integer_labels(
+            logits_BLC, jnp.zeros_like(targets_BL))
+    mask_BL = batch['mask'].astype(jnp.float32)
+    count = mask_BL.sum()
+    loss_sum = (loss_BL * mask_BL).sum()
+    return loss_sum / jnp.maximum(count, 1.0), {'loss': (loss_sum, count)}
+
+  # --- evaluation ---------------------------------------------------------
+
+  @functools.cached_property
+  def _score_next(self):
+    return jax.jit(functools.partial(self.model.apply,
+                                     method=self.model.score_next))
+
+  @functools.cached_property
+  def _eval_step(self):
+    """Ranking metrics of the model on one batch: on-device (sum, count)."""
+    def step(params, batch):
+      scores_BV, _ = self.model.apply(
+          {'params': params}, batch['inputs'], batch['length'], batch['user'],
+          method=self.model.score_next)
+      metrics = self._rank_metrics(scores_BV, batch, self.protocols)
+      real_B = (batch['example'] >= 0).astype(jnp.float32)
+      logits_BV = scores_BV.at[:, 0].set(_NEG)
+      if self.config.loss_excludes_seen:
+        not_target_BV = (jnp.arange(logits_BV.shape[1])[None, :]
+                         != batch['target'][:, None])
+        logits_BV = jnp.where(batch['seen'] & not_target_BV, _NEG, logits_BV)
+      loss_B = optax.softmax_cross_entropy_with_integer_labels(
+          logits_BV, batch['target'])
+      metrics['loss'] = ((loss_B * real_B).sum(), real_B.sum())
+      return metrics
+    return jax.jit(step)
+
+  @functools.cached_property
+  def _baseline_step(self):
+    """Popularity (all protocols) and oracle (full ranking) on one batch."""
+    popularity_V = jnp.asarray(self.data.popularity, jnp.float32)
+
+    def step(batch):
+      batch_size = batch['target'].shape[0]
+      scores_BV = jnp.broadcast_to(popularity_V[None, :],
+                                   (batch_size, popularity_V.shape[0]))
+      metrics = self._rank_metrics(scores_BV, batch, self.protocols,
+                                   prefix='popularity/')
+      if 'oracle' in batch:
+        metrics.update(self._rank_metrics(batch['oracle'], batch,
+                                          {'full': None}, prefix='oracle/',
+                                          name_protocol=False))
+      return metrics
+    return jax.jit(step)
+
+  def _rank_metrics(self, scores_BV, batch, protocols, prefix='',
+                    name_protocol=True):
+    """{prefix<protocol>/hr@K, ndcg@K: (sum, count)} of scores [B, M + 1]."""
+    real_B = batch['example'] >= 0
+    target_B = batch['target']
+    out = {}
+    for protocol, strategy in protocols.items():
+      name = f'{prefix}{protocol}/' if name_protocol else prefix
+      if strategy is None:
+        greater, ties = ranking.rank_counts(scores_BV, target_B, batch['seen'])
+      else:
+        candidates_BC = jnp.concatenate(
+            [target_B[:, None], batch[f'negatives_{strategy}']], axis=1)
+        greater, ties = ranking.rank_counts(
+            jnp.take_along_axis(scores_BV, candidates_BC, axis=1),
+            jnp.zeros_like(target_B))
+      out.update(ranking.metric_sums(greater, ties, real_B, self.ks, name))
+    return out
+
+  def negatives(self, split, strategy: str) -> np.ndarray:
+    """int32 [N, num_negatives]: the fixed sampled-protocol negatives."""
+    key = (id(split), strategy)
+    if key not in self._negatives:
+      self._negatives[key] = movies.sample_negatives(
+          self.data, split, int(self.eval_config.num_negatives),
+          strategy=strategy, seed=int(self.eval_config.negatives_seed))
+    return self._negatives[key]
+
+  def eval_batches(self, split):
+    """Host batches of ``split`` with 'seen' and the sampled negatives."""
+    for batch in self._iterator(split, train=False):
+      rows = batch['example']
+      batch['seen'] = ranking.seen_mask(split.histories, rows, self.num_items)
+      for strategy in ('uniform', 'popularity'):
+        negatives = self.negatives(split, strategy)
+        batch[f'negatives_{strategy}'] = np.where(
+            rows[:, None] >= 0, negatives[np.maximum(rows, 0)], 0).astype(
+                np.int32)
+      yield batch
+
+  def _summed(self, split, step_fn, keys=None) -> dict[str, float]:
+    """Means over ``split`` of a step's (sum, count) metrics."""
+    totals = None
+    for host_batch in self.eval_batches(split):
+      out = jax.device_get(step_fn(self.trainer.to_device(
+          host_batch, keys or self.eval_keys)))
+      totals = out if totals is None else jax.tree.map(np.add, totals, out)
+    return {k: float(s) / max(float(c), 1e-9) for k, (s, c) in totals.items()}
+
+  def baselines(self, split) -> dict[str, float]:
+    """Popularity and (synthetic world) oracle metrics of ``split``; cached."""
+    if id(split) not in self._baselines:
+      # Without the histories: one batch shape, one compilation.
+      out = self._summed(split, self._baseline_step,
+                         [k for k in self.eval_keys
+                          if k not in ('inputs', 'length', 'user')])
+      if split.oracle is not None:
+        expected = movie_world.oracle_metrics(split.oracle, split.targets,
+                                              k=10)
+        out['oracle/expected_ndcg@10'] = expected['expected_ndcg@10']
+        out['oracle/expected_hr@10'] = expected['expected_hr@10']
+      self._baselines[id(split)] = out
+    return self._baselines[id(split)]
+
+  def _scores(self, params, split) -> dict[str, float]:
+    """Model, baseline and share-of-oracle metrics of ``split``, in order."""
+    model = self._summed(split, functools.partial(self._eval_step, params))
+    baselines = self.baselines(split)
+    first = [k for k in ('full/ndcg@10', 'full/hr@10') if k in model]
+    out = {k: model[k] for k in first}
+    if 'oracle/ndcg@10' in baselines and 'full/ndcg@10' in model:
+      out['share_of_oracle/ndcg@10'] = (
+          model['full/ndcg@10'] / max(baselines['oracle/ndcg@10'], 1e-9))
+    out.update({k: v for k, v in model.items() if k not in out})
+    out.update(baselines)
+    return out
+
+  def evaluate(self, params, step: int, writer) -> dict[str, float]:
+    """Validation ranking metrics; attention plots of fixed users (proc. 0)."""
+    scalars = self._scores(params, self.data.validation)
+    images = self._plot_attention(
+        params, self.data.validation,
+        os.path.join(self.workdir, 'alignments', f'step_{step}'))
+    writer.write_images(step, images)
+    return scalars
+
+  def test(self, params, step: int) -> dict[str, Any]:
+    """Every documented metric on the test split; attention plots."""
+    results = self._scores(params, self.data.test)
+    self._plot_attention(params, self.data.test,
+                         os.path.join(self.workdir, 'alignments',
+                                      f'test_step_{step}'))
+    return results
+
+  # --- attention plots ------------------------------------------------------
+
+  def _plot_attention(self, params, split, directory) -> dict[str, np.ndarray]:
+    """Attention of the first users of ``split``: PNG + .npy, TB images.
+
+    Candidates (target attention) are the held-out movie (marked '*') and
+    the model's top recommendations among the unseen movies.
+    """
+    num = int(self.eval_config.num_attention_examples)
+    if not num:
+      return {}
+    rows = np.arange(min(num, len(split)))
+    # Padded to the split's longest history: one shape per split.
+    batch = split.collate(rows, int(split.lengths.max()))
+    args = (batch['inputs'], batch['length'], batch['user'])
+    num_candidates = int(self.eval_config.num_attention_candidates)
+    _, aux_shapes = jax.eval_shape(
+        self._score_next, {'params': params}, *args,
+        np.zeros((len(rows), num_candidates), np.int32))
+    if not aux_shapes:
+      return {}  # A model without attention (mf).
+    scores_BV, _ = self._score_next({'params': params}, *args)
+    scores_BV = np.array(scores_BV)
+    scores_BV[ranking.seen_mask(split.histories, rows, self.num_items)] = (
+        -np.inf)
+    candidates = np.zeros((len(rows), num_candidates), np.int32)
+    for r in range(len(rows)):
+      target = int(batch['target'][r])
+      top = [int(i) for i in np.argsort(-scores_BV[r], kind='stable')
+             if i != target][:num_candidates - 1]
+      candidates[r] = [target] + top
+    _, aux = self._score_next({'params': params}, *args, candidates)
+    aux = {k: np.asarray(v) for k, v in aux.items()}
+    images = {}
+    if jax.process_index() != 0 or not aux:
+      return images
+    os.makedirs(directory, exist_ok=True)
+    titles = self.data.titles
+    label = lambda i: _short_title(titles[int(i)])
+    for r in range(len(rows)):
+      n = int(batch['length'][r])
+      history = [label(i) for i in batch['inputs'][r, :n]]
+      user = int(batch['user'][r])
+      plots = {}
+      if 'self_attention' in aux:
+        weights_LNTS = aux['self_attention'][:, r]
+        for layer in range(weights_LNTS.shape[0]):
+          plots[f'layer{layer}'] = (weights_LNTS[layer].mean(axis=0)[:n, :n],
+                                    history, 'history (query: after movie)')
+      if 'target_attention' in aux:
+        cand = [('* ' if c == 0 else '') + label(i)
+                for c, i in enumerate(candidates[r])]
+        plots['candidates'] = (aux['target_attention'][r, :, :n], cand,
+                               'candidate (* = held-out movie)')
+      for name, (matrix, y_labels, y_title) in plots.items():
+        stem = f'user{user}_{name}'
+        np.save(os.path.join(directory, stem + '.npy'), matrix)
+        images[f'attention/{stem}'] = plotting.attention_heatmap(
+            matrix, history, y_labels, x_title='history (oldest first)',
+            y_title=y_title,
+            title=f'{self.config.model.name} {name}, user {user}',
+            path=os.path.join(directory, stem + '.png'))
+    return images
+
+
+def watched_before(inputs_BL, targets_BL, num_items: int):
+  """bool [B, L, M + 1]: movie v was watched at or before position t.
+
+  What full ranking excludes at evaluation, per training position; the
+  target itself is never excluded (repeat watches stay predictable).
+  """
+  B, L = inputs_BL.shape
+  position_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+  first_BV = jnp.full((B, num_items + 1), L, jnp.int32).at[
+      jnp.arange(B)[:, None], inputs_BL].min(position_BL)
+  seen_BLV = first_BV[:, None, :] <= position_BL[:, :, None]
+  is_target_BLV = (jnp.arange(num_items + 1)[None, None, :]
+                   == targets_BL[:, :, None])
+  return seen_BLV & ~is_target_BLV
+
+
+def sample_training_negatives(rng, inputs_BL, targets_BL, num: int,
+                              num_items: int):
+  """Uniform negatives int32 [B, L, num] for every position; 0 = discarded.
+
+  A draw that is one of the user's movies in this batch row (inputs or
+  targets: the training sequence) becomes 0, and carries no loss.
+  """
+  B, L = inputs_BL.shape
+  negatives_BLN = jax.random.randint(rng, (B, L, num), 1, num_items + 1)
+  seen_BV = jnp.zeros((B, num_items + 1), bool)
+  rows_B1 = jnp.arange(B)[:, None]
+  seen_BV = seen_BV.at[rows_B1, inputs_BL].set(True)
+  seen_BV = seen_BV.at[rows_B1, targets_BL].set(True)
+  seen_BLN = jnp.take_along_axis(seen_BV, negatives_BLN.reshape(B, -1),
+                                 axis=1).reshape(B, L, num)
+  return jnp.where(seen_BLN, 0, negatives_BLN).astype(jnp.int32)
+
+
+def _short_title(title: str, limit: int = 40) -> str:
+  title = re.sub(r'\s+', ' ', str(title)).strip()
+  return title if len(title) <= limit else title[:limit - 1] + '…'

@@ -1,0 +1,282 @@
+"""The movie experiments through the one training loop, on the :smoke configs:
+train, evaluate, leave-one-out hygiene, negatives, and the models' contracts."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from attention import models
+from attention import ranking
+from attention import train_lib
+from attention.tasks import movies as movies_task
+from configs import bahdanau_movies
+from configs import mf_movies
+from configs import mha_movies
+
+CONFIGS = {'mha_movies': mha_movies, 'bahdanau_movies': bahdanau_movies,
+           'mf_movies': mf_movies}
+KS = (1, 5, 10)
+PROTOCOLS = ('full', 'sampled_uniform100', 'sampled_pop100')
+DOCUMENTED = [f'{p}/{m}@{k}' for p in PROTOCOLS for m in ('hr', 'ndcg')
+              for k in KS] + ['oracle/ndcg@10']
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Each smoke config trained (4 steps) and evaluated by eval.py's function."""
+  out = {}
+  for name, module in CONFIGS.items():
+    workdir = str(tmp_path_factory.mktemp(name))
+    config = module.get_config('smoke')
+    last_eval = train_lib.train_and_evaluate(config, workdir)
+    results = train_lib.evaluate_checkpoint(config, workdir)
+    out[name] = (config, workdir, last_eval, results)
+  return out
+
+
+@pytest.fixture(scope='module')
+def task(tmp_path_factory):
+  config = mha_movies.get_config('smoke')
+  return train_lib.Trainer(config, str(tmp_path_factory.mktemp('task'))).task
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_smoke_train_steps_of_each_config(runs, name):
+  config, workdir, last_eval, _ = runs[name]
+  rows = read_metrics(workdir)
+  losses = [r['train/loss'] for r in rows if 'train/loss' in r]
+  assert len(losses) == 2 and all(np.isfinite(losses))
+  assert losses[-1] < np.log(config.data.num_items + 1) + 1.0 or (
+      config.loss != 'softmax')
+  assert {'eval/full/ndcg@10', 'eval/loss', 'eval/share_of_oracle/ndcg@10',
+          'eval/popularity/full/ndcg@10'} <= set(rows[-1])
+  assert 0.0 <= last_eval['full/ndcg@10'] <= last_eval['full/hr@10'] <= 1.0
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_eval_writes_every_documented_key(runs, name):
+  _, workdir, _, results = runs[name]
+  with open(os.path.join(workdir, 'eval_results.json')) as f:
+    written = json.load(f)
+  assert written == results and written['step'] == 4
+  for key in DOCUMENTED + [f'popularity/{k}' for k in DOCUMENTED[:-1]] + [
+      'share_of_oracle/ndcg@10', 'oracle/hr@10', 'oracle/expected_ndcg@10',
+      'loss']:
+    assert key in written, key
+    assert np.isfinite(written[key]), key
+  for key in DOCUMENTED:
+    assert 0.0 <= written[key] <= 1.0, key
+  # The oracle ranks by the true distribution: the ceiling on this world.
+  assert written['oracle/ndcg@10'] > written['popularity/full/ndcg@10']
+  assert written['share_of_oracle/ndcg@10'] == pytest.approx(
+      written['full/ndcg@10'] / written['oracle/ndcg@10'])
+
+
+@pytest.mark.parametrize('name, stems', [
+    ('mha_movies', ['layer0']), ('bahdanau_movies', ['candidates']),
+    ('mf_movies', [])])
+def test_attention_plots_and_matrices(runs, name, stems):
+  _, workdir, _, _ = runs[name]
+  for folder in ('step_4', 'test_step_4'):
+    path = os.path.join(workdir, 'alignments', folder)
+    if not stems:
+      assert not os.path.exists(path)
+      continue
+    files = os.listdir(path)
+    for stem in stems:
+      png = [f for f in files if f.endswith(f'_{stem}.png')]
+      npy = [f for f in files if f.endswith(f'_{stem}.npy')]
+      assert len(png) == len(npy) == 1, files
+      weights = np.load(os.path.join(path, npy[0]))
+      # Every row is a distribution over the history (causal rows for
+      # self-attention: row t over the movies up to t).
+      np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+      if stem.startswith('layer'):
+        np.testing.assert_array_equal(np.triu(weights, 1), 0.0)
+
+
+def test_tensorboard_has_attention_images(runs):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  _, workdir, _, _ = runs['bahdanau_movies']
+  events = event_accumulator.EventAccumulator(workdir, size_guidance={
+      'images': 0, 'scalars': 0})
+  events.Reload()
+  # TensorBoard tags cannot hold '@': tensorboardX writes 'ndcg_10'.
+  assert 'eval/full/ndcg_10' in events.Tags()['scalars']
+  assert any(t.startswith('attention/') for t in events.Tags()['images'])
+
+
+def test_eval_metrics_equal_a_numpy_ranking(runs):
+  """The jitted eval path against ranks computed here from the raw scores."""
+  config, workdir, _, results = runs['mha_movies']
+  trainer = train_lib.Trainer(config, workdir)
+  params, _ = train_lib.restore_params(trainer)
+  task, split = trainer.task, trainer.task.data.test
+  batch = split.collate(np.arange(len(split)), int(split.lengths.max()))
+  scores, _ = task._score_next({'params': params}, batch['inputs'],  # pylint: disable=protected-access
+                               batch['length'], batch['user'])
+  scores = np.asarray(scores)
+  ndcg, hit = [], []
+  pop_ndcg = []
+  popularity = task.data.popularity.astype(np.float64)
+  for i in range(len(split)):
+    target, seen = split.targets[i], set(split.histories[i].tolist())
+    ranked = [m for m in range(1, task.num_items + 1)
+              if m not in seen or m == target]
+    rank = sum(scores[i, m] > scores[i, target] for m in ranked)
+    ndcg.append(ranking.ndcg_at_rank(rank, 10))
+    hit.append(rank < 10)
+    # Popularity: average over the orders of the items tied with the target.
+    above = sum(popularity[m] > popularity[target] for m in ranked)
+    level = sum(popularity[m] == popularity[target] for m in ranked)
+    pop_ndcg.append(np.mean([ranking.ndcg_at_rank(above + j, 10)
+                             for j in range(level)]))
+  assert results['full/ndcg@10'] == pytest.approx(np.mean(ndcg), abs=1e-5)
+  assert results['full/hr@10'] == pytest.approx(np.mean(hit), abs=1e-5)
+  assert results['popularity/full/ndcg@10'] == pytest.approx(
+      np.mean(pop_ndcg), abs=1e-5)
+
+
+def test_leave_one_out_inputs_never_contain_the_held_out_movie(task):
+  data = task.data
+  held_out = {u: set(s[-2:].tolist()) for u, s in
+              zip(range(1, data.num_users + 1), data.sequences)}
+  train_iter = task.train_iterator()
+  for _ in range(12):  # several epochs of the smoke data
+    batch = next(train_iter)
+    for row in range(len(batch['user'])):
+      seen = set(batch['inputs'][row].tolist()) | set(
+          batch['targets'][row].tolist())
+      assert not seen & held_out[int(batch['user'][row])]
+  for split, later in ((data.validation, 2), (data.test, 1)):
+    for batch in task.eval_batches(split):
+      for row, example in enumerate(batch['example']):
+        if example < 0:
+          continue
+        user = int(batch['user'][row])
+        future = set(data.sequences[user - 1][-later:].tolist())
+        assert int(batch['target'][row]) in future
+        assert not set(batch['inputs'][row].tolist()) & future
+        # Full ranking excludes exactly the history, never the target.
+        seen = np.flatnonzero(batch['seen'][row])
+        assert set(seen.tolist()) == set(split.histories[example].tolist()) | {
+            0}
+        assert not batch['seen'][row, batch['target'][row]]
+
+
+@pytest.mark.parametrize('strategy', ['uniform', 'popularity'])
+def test_sampled_negatives_are_fixed_and_never_a_positive(task, strategy):
+  data = task.data
+  for split in (data.validation, data.test):
+    negatives = task.negatives(split, strategy)
+    assert negatives.shape == (len(split), 100)
+    for i, user in enumerate(split.users):
+      positives = set(data.sequences[user - 1].tolist())  # target included
+      assert split.targets[i] in positives
+      assert not set(negatives[i].tolist()) & positives
+      assert len(set(negatives[i].tolist())) == 100 and negatives[i].min() > 0
+    again = movies_task.movies.sample_negatives(
+        data, split, 100, strategy=strategy,
+        seed=int(task.eval_config.negatives_seed))
+    np.testing.assert_array_equal(negatives, again)
+  batch = next(task.eval_batches(data.test))
+  real = batch['example'] >= 0
+  np.testing.assert_array_equal(
+      batch[f'negatives_{strategy}'][real],
+      task.negatives(data.test, strategy)[batch['example'][real]])
+
+
+def test_training_negatives_are_deterministic_and_skip_the_users_movies():
+  inputs = jnp.array([[1, 2, 3, 0], [4, 5, 0, 0]])
+  targets = jnp.array([[2, 3, 6, 0], [5, 7, 0, 0]])
+  rng = jax.random.key(3)
+  negatives = np.asarray(movies_task.sample_training_negatives(
+      rng, inputs, targets, 50, num_items=8))
+  again = movies_task.sample_training_negatives(rng, inputs, targets, 50, 8)
+  np.testing.assert_array_equal(negatives, again)
+  for row, own in enumerate([{1, 2, 3, 6}, {4, 5, 7}]):
+    drawn = set(negatives[row].ravel().tolist())
+    assert not drawn & own
+    assert drawn - {0} <= set(range(1, 9)) - own
+    assert 0 in drawn  # the user's own movies were drawn and dropped
+
+
+@pytest.mark.parametrize('name', ['sasrec', 'target_attention', 'mf'])
+def test_score_next_equals_the_last_position_of_a_full_pass(name):
+  """score_next (evaluation) = __call__ (training) at the last real position,
+  and scoring all movies = scoring them as explicit candidates."""
+  config = CONFIGS[{'sasrec': 'mha_movies', 'target_attention':
+                    'bahdanau_movies', 'mf': 'mf_movies'}[name]].get_config(
+                        'smoke')
+  if name == 'target_attention':
+    config.model.chunk_size = 7  # several chunks, the last one partial
+  model = models.build(config.model, num_items=20, num_users=3, max_len=6)
+  inputs = jnp.array([[3, 5, 7, 0, 0, 0], [2, 4, 6, 8, 10, 12]])
+  length = jnp.array([3, 6])
+  user = jnp.array([1, 2])
+  candidates = jnp.broadcast_to(jnp.arange(21), (2, 6, 21))
+  params = jax.jit(model.init)(jax.random.key(0), inputs, user,
+                               candidates[..., :2])
+  some_candidates = jnp.array([[7, 1], [12, 20]])
+
+  @jax.jit
+  def run(inputs):  # One compilation for every call of this test.
+    every, _ = model.apply(params, inputs, user, candidates)
+    all_items = every
+    if name != 'target_attention':  # It has no full softmax (tested below).
+      all_items, _ = model.apply(params, inputs, user, None)
+    full, _ = model.apply(params, inputs, length, user,
+                          method=model.score_next)
+    some, _ = model.apply(params, inputs, length, user, some_candidates,
+                          method=model.score_next)
+    return every, all_items, full, some
+
+  every, all_items, full, some = run(inputs)
+  np.testing.assert_allclose(jnp.broadcast_to(all_items, every.shape), every,
+                             rtol=1e-5, atol=1e-5)
+  want = np.stack([every[0, 2], every[1, 5]])
+  np.testing.assert_allclose(full, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      some, np.take_along_axis(want, np.asarray(some_candidates), 1),
+      rtol=1e-5, atol=1e-5)
+  if name != 'mf':
+    # Causal: changing a later movie leaves earlier positions alone.
+    changed = run(inputs.at[1, 4].set(1))[0]
+    np.testing.assert_allclose(changed[1, :4], every[1, :4], rtol=1e-5,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda c: setattr(c, 'loss', 'hinge'),
+     r"Unknown config.loss 'hinge'; valid losses"),
+    (lambda c: setattr(c, 'loss', 'softmax'),
+     r"full softmax .* use config.loss='bce' or 'sampled_softmax'"),
+    (lambda c: setattr(c.model, 'scorer', 'cosine'),
+     r"scorer must be one of \('dot', 'mlp'\), got 'cosine'"),
+    (lambda c: setattr(c.data, 'source', 'csv'),
+     r"Unknown config.data.source 'csv'.*valid sources"),
+])
+def test_bad_config_is_a_clear_error(edit, message, tmp_path):
+  config = bahdanau_movies.get_config('smoke')
+  edit(config)
+  with pytest.raises(ValueError, match=message):
+    train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+def test_config_variants():
+  with pytest.raises(ValueError, match=r"Unknown config variant 'tiny'; valid "
+                     r"variants: \['smoke', 'movielens'\]"):
+    mha_movies.get_config('tiny')
+  for module in CONFIGS.values():
+    config = module.get_config('movielens')
+    assert (config.data.source, config.task) == ('movielens', 'movies')
+    assert module.get_config().data.source == 'toy'
