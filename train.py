@@ -3,6 +3,12 @@ r"""Trains an experiment.
   python train.py --config=configs/mha_translate.py [--workdir=DIR] \
       [--config.<key>=<value> ...] [--sweep_index=i]
 
+One process per host of a multi-process run: SLURM (several tasks), a TPU pod
+slice or a Kubernetes indexed job are detected; elsewhere pass
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I to each.
+SIGTERM stops after the current step with a checkpoint (exit status 0); the
+same command resumes.
+
 The logic lives in attention.train_lib; this file only parses flags.
 """
 
@@ -31,18 +37,23 @@ _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Processes in a multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None,
                                    'This process in a multi-process run.')
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout_s', 300, 'Multi-process runs: give up (exit 1, '
+    'saying what to check) when the coordinator cannot be reached or not all '
+    'processes joined within this many seconds.')
 flags.mark_flags_as_required(['config'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  train_lib.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                   _PROCESS_ID.value)
   config = _CONFIG.value
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
   try:
+    train_lib.initialize_distributed(
+        _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+        timeout_s=_DISTRIBUTED_TIMEOUT.value)
     if _SWEEP_INDEX.value is not None:
       config, workdir = sweep.sweep_point(config, workdir, _SWEEP_INDEX.value)
     print(f'workdir: {workdir}', flush=True)

@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from attention import checkpoints as checkpoints_lib
+from attention import distributed
 from attention import tasks
 from attention import writers
 
@@ -56,28 +57,16 @@ def quiet_library_logs() -> None:
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, *,
+                           timeout_s: int = distributed.DEFAULT_TIMEOUT_S
+                           ) -> bool:
   """Joins a multi-process run: explicit arguments, or the cluster's own.
 
-  With any argument given, calls ``jax.distributed.initialize`` with them.
-  Otherwise initialises only where a launcher announces several processes
-  (SLURM with more than one task, several TPU workers, or
-  JAX_COORDINATOR_ADDRESS set), letting JAX detect the rest; a plain
-  single-process run stays single-process. Must run before any JAX
+  See :func:`attention.distributed.initialize`. Must run before any JAX
   computation.
   """
-  explicit = (coordinator_address, num_processes, process_id)
-  if any(x is not None for x in explicit):
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes,
-                               process_id=process_id)
-    return
-  env = os.environ
-  several = (int(env.get('SLURM_NTASKS', '1') or 1) > 1
-             or ',' in env.get('TPU_WORKER_HOSTNAMES', '')
-             or 'JAX_COORDINATOR_ADDRESS' in env)
-  if several:
-    jax.distributed.initialize()
+  return distributed.initialize(coordinator_address, num_processes,
+                                process_id, timeout_s=timeout_s)
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -239,10 +228,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
+  Holds the workdir's lock throughout (a second run on it is refused) and
+  stops early on SIGTERM: after the current step it writes a checkpoint and
+  returns, and the next run resumes from there.
+
   Returns:
     The last evaluation's scalars (validation metrics).
   """
   workdir = check_workdir(workdir)
+  with distributed.WorkdirLock(workdir), \
+      distributed.PreemptionWatcher() as preemption:
+    return _train(config, workdir, preemption)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           preemption: distributed.PreemptionWatcher) -> dict[str, float]:
+  """train_and_evaluate inside its workdir lock and SIGTERM watch."""
   trainer = Trainer(config, workdir)
   task = trainer.task
   is_main = jax.process_index() == 0
@@ -299,9 +300,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       interval_steps += 1
       pending = (step, metrics)
       is_last = step == total_steps
+      stop_now = not is_last and preemption.should_stop(step)
       log_now = step % config.log_every_steps == 0 or is_last
       eval_now = step % config.eval_every_steps == 0 or is_last
       ckpt_now = step % config.checkpoint_every_steps == 0 or is_last
+      ckpt_now = ckpt_now or stop_now
+      eval_now = eval_now and not stop_now  # the grace period is short
       if not (log_now or eval_now or ckpt_now):
         continue
       fetch(*pending)  # Everything below sees this step's finite metrics.
@@ -330,6 +334,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      time.time() - eval_start, _short(last_eval))
         interval_start = time.time()  # eval time is not training time
       writer.flush()
+      if stop_now:
+        logging.warning('Preempted (SIGTERM) at step %d/%d: checkpoint '
+                        'written; run the same command again to resume.',
+                        step, total_steps)
+        break
   finally:
     writer.close()
     ckpts.close()
