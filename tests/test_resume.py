@@ -1,0 +1,96 @@
+"""Kill-anywhere resume: SIGKILL at random moments, then bit-for-bit equality;
+checkpoints cut off mid-write are never loaded."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from attention import checkpoints
+from attention import train_lib
+from configs import mha_translate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_kill_resume_script_short(tmp_path):
+  """scripts/kill_resume.py: 2 kills at random moments, 20 steps."""
+  out = subprocess.run(
+      [sys.executable, 'scripts/kill_resume.py',
+       '--config=configs/mha_translate.py:smoke', f'--workdir={tmp_path}',
+       '--kills=2', '--seed=1', '--', '--config.num_train_steps=20',
+       '--config.checkpoint_every_steps=2', '--config.eval_every_steps=1000',
+       '--config.log_every_steps=1'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+      capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  with open(tmp_path / 'kill_resume.json') as f:
+    summary = json.load(f)
+  assert summary['kills'] == 2 and summary['bit_exact'] is True
+  assert summary['failures'] == []
+  assert 'final state bit-exact: True' in out.stdout
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('finished'))
+  config = mha_translate.get_config('smoke')
+  config.eval_every_steps = 1000
+  train_lib.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+def _params(config, workdir):
+  trainer = train_lib.Trainer(config, workdir)
+  return jax.tree.leaves(train_lib.restore_params(trainer)[0])
+
+
+def _cut_off(src, dst):
+  """A copy of checkpoint ``src`` with half its files missing."""
+  shutil.copytree(src, dst)
+  files = sorted(os.path.join(d, n) for d, _, names in os.walk(dst)
+                 for n in names)
+  for path in files[::2]:
+    os.remove(path)
+  return dst
+
+
+@pytest.mark.parametrize('kind', ['temporary folder', 'no commit file'])
+def test_a_checkpoint_cut_off_mid_write_is_never_loaded(finished_run, kind,
+                                                        tmp_path):
+  config, workdir = finished_run
+  want = _params(config, workdir)
+  run = str(tmp_path / 'run')
+  shutil.copytree(workdir, run)
+  ckpt_dir = os.path.join(run, 'checkpoints')
+  # Step 4 is being rewritten as step 6 when the process dies.
+  if kind == 'temporary folder':  # Orbax's own in-progress write
+    partial = os.path.join(ckpt_dir, '6.orbax-checkpoint-tmp-1234')
+  else:  # a step folder without Orbax's commit file
+    partial = os.path.join(ckpt_dir, '6')
+  _cut_off(os.path.join(ckpt_dir, '4'), partial)
+  if os.path.exists(os.path.join(partial, checkpoints.COMMIT_FILE)):
+    os.remove(os.path.join(partial, checkpoints.COMMIT_FILE))
+  # Readers do not see it ...
+  reader = checkpoints.Checkpoints(run, read_only=True)
+  assert reader.all_steps() == [2, 4] and reader.latest_step() == 4
+  with pytest.raises(ValueError, match=r'No committed checkpoint for step 6.*'
+                     r'committed steps: \[2, 4\]'):
+    reader.restore(6, train_lib.Trainer(config, run).abstract_state())
+  reader.close()
+  assert checkpoints.committed_steps(run) == [2, 4]
+  # ... eval.py uses the newest committed one ...
+  for got, expected in zip(_params(config, run), want):
+    np.testing.assert_array_equal(got, expected)
+  # ... and training resumes from it, replacing the partial one.
+  longer = mha_translate.get_config('smoke')
+  longer.eval_every_steps = 1000
+  longer.num_train_steps = 6
+  train_lib.train_and_evaluate(longer, run)
+  assert sorted(os.listdir(ckpt_dir)) == ['2', '4', '6']
+  assert checkpoints.committed_steps(run) == [2, 4, 6]
