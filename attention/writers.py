@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any, Mapping
 
 import jax
@@ -47,14 +48,15 @@ class MetricWriter:
       f.write(json.dumps(row) + '\n')
     for name, value in row.items():
       if name != 'step' and value is not None:
-        self._tb.add_scalar(name, value, int(step))
+        self._tb.add_scalar(tensorboard_tag(name), value, int(step))
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """Images uint8 [H, W, 3] as TensorBoard images."""
     if not self.enabled:
       return
     for name, image in images.items():
-      self._tb.add_image(name, np.asarray(image), int(step), dataformats='HWC')
+      self._tb.add_image(tensorboard_tag(name), np.asarray(image), int(step),
+                         dataformats='HWC')
 
   def flush(self) -> None:
     if self._tb is not None:
@@ -64,6 +66,15 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._tb = None
+
+
+def tensorboard_tag(name: str) -> str:
+  """``name`` with the characters TensorBoard tags forbid replaced by '_'.
+
+  'eval/full/ndcg@10' -> 'eval/full/ndcg_10' (metrics.jsonl keeps the name);
+  the same rule tensorboardX applies, without its log line per call.
+  """
+  return re.sub(r'[^-/\w\.]', '_', name)
 
 
 def _to_json_number(value):

@@ -136,6 +136,7 @@ def movies_base() -> ml_collections.ConfigDict:
   config.eval.negatives_seed = 0      # sampled protocols: fixed negatives
   config.eval.num_attention_examples = 4  # users plotted at each eval
   config.eval.num_attention_candidates = 8  # target attention: rows plotted
+  config.eval.max_plot_len = 30       # plots show the most recent movies
   return config
 
 

@@ -173,6 +173,29 @@ def test_leave_one_out_inputs_never_contain_the_held_out_movie(task):
         assert not batch['seen'][row, batch['target'][row]]
 
 
+def test_plots_show_the_most_recent_movies(task, tmp_path):
+  """A history longer than eval.max_plot_len is plotted as its last movies."""
+  params = task.init_params(jax.random.key(0))
+  split = task.data.validation
+  window = 3
+  assert split.lengths[0] > window  # smoke histories hold >= 4 movies
+  task.eval_config.max_plot_len = window
+  try:
+    images = task._plot_attention(params, split, str(tmp_path))
+  finally:
+    task.eval_config.max_plot_len = 30
+  assert images and all(image.ndim == 3 for image in images.values())
+  n = int(split.lengths[0])
+  batch = split.collate(np.arange(1), int(split.lengths.max()))
+  _, aux = task._score_next({'params': params}, batch['inputs'],
+                            batch['length'], batch['user'])
+  full = np.asarray(aux['self_attention'])[0, 0].mean(axis=0)
+  user = int(batch['user'][0])
+  plotted = np.load(tmp_path / f'user{user}_layer0.npy')
+  np.testing.assert_allclose(plotted, full[n - window:n, n - window:n],
+                             rtol=1e-6)
+
+
 @pytest.mark.parametrize('strategy', ['uniform', 'popularity'])
 def test_sampled_negatives_are_fixed_and_never_a_positive(task, strategy):
   data = task.data

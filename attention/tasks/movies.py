@@ -342,20 +342,26 @@ class Task:
     os.makedirs(directory, exist_ok=True)
     titles = self.data.titles
     label = lambda i: _short_title(titles[int(i)])
+    max_plot = int(self.eval_config.max_plot_len)
     for r in range(len(rows)):
       n = int(batch['length'][r])
-      history = [label(i) for i in batch['inputs'][r, :n]]
+      # The most recent movies only: a long history is unreadable as a plot
+      # (the .npy keeps the window plotted; rows then sum to <= 1).
+      start = max(0, n - max_plot)
+      history = [label(i) for i in batch['inputs'][r, start:n]]
+      window = f' (last {n - start} of {n} movies)' if start else ''
       user = int(batch['user'][r])
       plots = {}
       if 'self_attention' in aux:
         weights_LNTS = aux['self_attention'][:, r]
         for layer in range(weights_LNTS.shape[0]):
-          plots[f'layer{layer}'] = (weights_LNTS[layer].mean(axis=0)[:n, :n],
-                                    history, 'history (query: after movie)')
+          plots[f'layer{layer}'] = (
+              weights_LNTS[layer].mean(axis=0)[start:n, start:n], history,
+              'history (query: after movie)')
       if 'target_attention' in aux:
         cand = [('* ' if c == 0 else '') + label(i)
                 for c, i in enumerate(candidates[r])]
-        plots['candidates'] = (aux['target_attention'][r, :, :n], cand,
+        plots['candidates'] = (aux['target_attention'][r, :, start:n], cand,
                                'candidate (* = held-out movie)')
       for name, (matrix, y_labels, y_title) in plots.items():
         stem = f'user{user}_{name}'
@@ -363,7 +369,7 @@ class Task:
         images[f'attention/{stem}'] = plotting.attention_heatmap(
             matrix, history, y_labels, x_title='history (oldest first)',
             y_title=y_title,
-            title=f'{self.config.model.name} {name}, user {user}',
+            title=f'{self.config.model.name} {name}, user {user}{window}',
             path=os.path.join(directory, stem + '.png'))
     return images
 
