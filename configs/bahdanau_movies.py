@@ -42,6 +42,9 @@ def get_config(arg=None):
   ]
   if variant == 'movielens':
     common.movielens_movies(config)
+    # Every candidate attends over the history at every position: memory
+    # grows as positions x candidates x history, so a shorter window.
+    config.data.max_len = 50
   if variant == 'smoke':
     common.smoke_movies(config)
     config.model.embed_dim = 16

@@ -41,6 +41,9 @@ def get_config(arg=None):
   ]
   if variant == 'movielens':
     common.movielens_movies(config)
+    # 9,724 movies x 200 positions: a full softmax per step is slow on a CPU.
+    config.loss = 'sampled_softmax'
+    config.num_negatives = 128
   if variant == 'smoke':
     common.smoke_movies(config)
     config.model.num_layers = 1
