@@ -35,8 +35,12 @@ def attention_heatmap(weights: np.ndarray, x_labels: Sequence[str],
     raise ValueError(f'attention_heatmap: weights {weights.shape} do not match '
                      f'{len(y_labels)} row and {len(x_labels)} column labels.')
   cell = 0.32
-  width = max(3.0, 1.6 + cell * len(x_labels))
-  height = max(2.5, 1.2 + cell * len(y_labels))
+  # Room for the labels too (about 0.065 inch per character at font size 8):
+  # column labels stand rotated above the matrix, row labels to its left.
+  x_room = 0.065 * max((len(str(l)) for l in x_labels), default=0)
+  y_room = 0.065 * max((len(str(l)) for l in y_labels), default=0)
+  width = max(3.0, 1.0 + y_room + cell * len(x_labels))
+  height = max(2.5, 1.0 + x_room + cell * len(y_labels))
   fig, ax = plt.subplots(figsize=(width, height), dpi=100)
   ax.imshow(weights, cmap='gray', vmin=0.0, vmax=1.0, aspect='auto',
             interpolation='nearest')
