@@ -134,6 +134,18 @@ def test_one_train_step_of_each_smoke_config(name, tmp_path):
   assert os.path.isdir(os.path.join(tmp_path, 'alignments')) == has_attention
   results = train_lib.evaluate_checkpoint(config, str(tmp_path))
   assert ('aer' in results) == has_attention
+  if has_attention:
+    # The per-word breakdown (scripts/aer_by_word.py) adds up to the AER.
+    trainer = train_lib.Trainer(config, str(tmp_path))
+    params, _ = train_lib.restore_params(trainer)
+    out = trainer.task.alignment_misses(params)
+    assert out['name'] == 'alpha'
+    scored, missed = sum(out['totals'].values()), sum(out['misses'].values())
+    assert 0 < scored <= out['gold_links'] and 0 <= missed <= scored
+    assert sum(out['offsets'].values()) == missed
+    assert last_eval['aer'] == pytest.approx(
+        1.0 - 2.0 * (scored - missed) / (scored + out['gold_links']),
+        abs=1e-6)
   assert {'bleu', 'beam/bleu', 'exact_match', 'token_accuracy'} <= set(results)
 
 

@@ -10,6 +10,7 @@ Attention a model exposes for plots and AER (its ``aux``):
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from typing import Any
@@ -296,6 +297,51 @@ class Task:
     tgt_ids = [_strip(t) for t in np.asarray(tokens)]
     self._plot_alignments(params, split, rows, tgt_ids, directory)
     return [self.data.tgt_vocab.decode(t) for t in np.asarray(tokens)]
+
+  def alignment_misses(self, params, name: str | None = None
+                       ) -> dict[str, Any]:
+    """Where the argmax alignment misses the gold one (validation split).
+
+    The breakdown behind the logged ``aer/<name>``, host-side. ``name`` is
+    one of :func:`alignment_candidates`' keys: by default RNNsearch's 'alpha'
+    or the Transformer's last layer ('layer<L-1>', head average).
+
+    Returns:
+      {'totals', 'misses'}: Counters of scored positions and argmax misses
+      per target word id; 'offsets': Counter of argmax minus the first gold
+      source position, per miss; 'gold_links': the number of gold links.
+      AER = 1 - 2 (S - M) / (S + gold_links), S and M the Counters' sums.
+    """
+    if not self.has_gold:
+      raise ValueError('alignment_misses needs gold alignments (the toy '
+                       "task has them: config.data.source='toy').")
+    totals, misses, offsets = (collections.Counter() for _ in range(3))
+    gold_links = 0
+    for batch in self._iterator(self.data.validation, train=False):
+      _, aux = self._apply({'params': params}, batch['src'], batch['tgt_in'])
+      candidates = alignment_candidates(aux)
+      if name is None:
+        layers = [k for k in candidates
+                  if k.startswith('layer') and '/' not in k]
+        name = 'alpha' if 'alpha' in candidates else f'layer{len(layers) - 1}'
+      if name not in candidates:
+        raise ValueError(f'alignment_misses: no alignment {name!r}; this '
+                         f'model has {sorted(candidates)}.')
+      weights_BTS = np.asarray(candidates[name])
+      gold_BTS = np.asarray(batch['align'])
+      scored_BT = (np.asarray(batch['tgt_mask']) & gold_BTS.any(-1)
+                   & (np.asarray(batch['example']) >= 0)[:, None])
+      argmax_BT = weights_BTS.argmax(-1)
+      gold_links += int(gold_BTS[scored_BT].sum())
+      for b, t in zip(*np.nonzero(scored_BT)):
+        word = int(batch['tgt_out'][b, t])
+        totals[word] += 1
+        if not gold_BTS[b, t, argmax_BT[b, t]]:
+          misses[word] += 1
+          offsets[int(argmax_BT[b, t]
+                      - np.flatnonzero(gold_BTS[b, t])[0])] += 1
+    return {'name': name, 'totals': totals, 'misses': misses,
+            'offsets': offsets, 'gold_links': gold_links}
 
 
 def _strip(ids) -> np.ndarray:
