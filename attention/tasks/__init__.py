@@ -22,6 +22,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import jax
+
+from attention.data import pipeline
+
 TASKS = ('translate', 'movies')
 
 
@@ -35,3 +39,13 @@ def get_task(name: str):
     raise ValueError(f"config.task {name!r} is not implemented yet; "
                      f'implemented: {sorted(present)}.')
   return importlib.import_module(f'attention.tasks.{name}').Task
+
+
+def split_iterator(split, config, train: bool):
+  """This process' share of ``split``: a grain train or eval iterator."""
+  kwargs = dict(process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                local_device_count=jax.local_device_count())
+  if train:
+    return pipeline.train_iterator(split, config, **kwargs)
+  return pipeline.eval_iterator(split, config, **kwargs)

@@ -57,11 +57,11 @@ import optax
 
 from attention import models
 from attention import plotting
+from attention import tasks
 from attention import ranking
 from attention.data import config as data_config
 from attention.data import movie_world
 from attention.data import movies
-from attention.data import pipeline
 
 LOSSES = ('softmax', 'bce', 'sampled_softmax')
 _NEG = -1e9  # Logit of movies that must not win (the padding id 0).
@@ -110,12 +110,7 @@ class Task:
                            candidates)['params']
 
   def _iterator(self, split, train: bool):
-    kwargs = dict(process_index=jax.process_index(),
-                  process_count=jax.process_count(),
-                  local_device_count=jax.local_device_count())
-    if train:
-      return pipeline.train_iterator(split, self.config, **kwargs)
-    return pipeline.eval_iterator(split, self.config, **kwargs)
+    return tasks.split_iterator(split, self.config, train)
 
   def train_iterator(self):
     return self._iterator(self.data.train, train=True)

@@ -26,7 +26,7 @@ from attention import decoding
 from attention import metrics as metrics_lib
 from attention import models
 from attention import plotting
-from attention.data import pipeline
+from attention import tasks
 from attention.data import translation
 
 
@@ -71,12 +71,7 @@ class Task:
     return self.model.init(rng, src, tgt)['params']
 
   def _iterator(self, split, train: bool):
-    kwargs = dict(process_index=jax.process_index(),
-                  process_count=jax.process_count(),
-                  local_device_count=jax.local_device_count())
-    if train:
-      return pipeline.train_iterator(split, self.config, **kwargs)
-    return pipeline.eval_iterator(split, self.config, **kwargs)
+    return tasks.split_iterator(split, self.config, train)
 
   def train_iterator(self):
     return self._iterator(self.data.train, train=True)
