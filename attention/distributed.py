@@ -280,11 +280,15 @@ class PreemptionWatcher:
     self._synced = False
 
   def __enter__(self) -> PreemptionWatcher:
-    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
-    state = jax_distributed.global_state
-    if state.client is not None and state.preemption_sync_manager is not None:
-      self._synced = True
-    elif threading.current_thread() is threading.main_thread():
+    try:  # A private API: whether JAX's preemption sync manager runs.
+      from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+      state = jax_distributed.global_state
+      self._synced = (state.client is not None
+                      and state.preemption_sync_manager is not None)
+    except (ImportError, AttributeError):
+      self._synced = False  # Moved: then the flag below, per process.
+    if not self._synced and (
+        threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
       self._installed = True
     return self
