@@ -69,13 +69,8 @@ def translate_base() -> ml_collections.ConfigDict:
   return config
 
 
-def smoke_translate(config: ml_collections.ConfigDict) -> None:
-  """Shrinks a translate config so it trains in seconds (tests use it)."""
-  config.data.num_train = 256
-  config.data.num_validation = 32
-  config.data.num_test = 32
-  config.data.max_train_len = 10
-  config.data.max_test_len = 12
+def _smoke_loop(config: ml_collections.ConfigDict) -> None:
+  """The :smoke loop settings every task shares: 4 steps, one batch shape."""
   config.data.num_threads = 0
   config.data.num_buckets = 1         # one batch shape: one compilation
   config.batch_size = 16
@@ -84,6 +79,16 @@ def smoke_translate(config: ml_collections.ConfigDict) -> None:
   config.checkpoint_every_steps = 2
   config.log_every_steps = 2
   config.optimizer.warmup_steps = 2
+
+
+def smoke_translate(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a translate config so it trains in seconds (tests use it)."""
+  config.data.num_train = 256
+  config.data.num_validation = 32
+  config.data.num_test = 32
+  config.data.max_train_len = 10
+  config.data.max_test_len = 12
+  _smoke_loop(config)
   config.eval.beam_size = 2
   config.eval.num_alignment_examples = 1
   config.eval.bleu_length_edges = (0, 5, 10)
@@ -148,14 +153,7 @@ def smoke_movies(config: ml_collections.ConfigDict) -> None:
   config.data.min_seq_len = 5
   config.data.max_seq_len = 12
   config.data.max_len = 10            # validation and test: one shape
-  config.data.num_threads = 0
-  config.data.num_buckets = 1         # one batch shape: one compilation
-  config.batch_size = 16
-  config.num_train_steps = 4
-  config.eval_every_steps = 4
-  config.checkpoint_every_steps = 2
-  config.log_every_steps = 2
-  config.optimizer.warmup_steps = 2
+  _smoke_loop(config)
   config.eval.num_attention_examples = 1
   config.eval.num_attention_candidates = 3
 
