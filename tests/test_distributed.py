@@ -241,17 +241,25 @@ def test_unreachable_coordinator_fails_within_the_timeout(tmp_path):
   assert '--distributed_timeout_s' in out.stderr
 
 
-def test_processes_missing_from_the_run_fail_within_the_timeout(tmp_path):
-  """Process 0 told 3 processes, only 2 come: nobody waits forever."""
+def run_two_processes(tmp_path, num_processes, timeout_s):
+  """Processes 0 and 1, each told its own --num_processes: (codes, stderrs)."""
   port = free_port()
   procs = [subprocess.Popen(
       train_cmd(tmp_path, f'--coordinator_address=127.0.0.1:{port}',
                 f'--num_processes={n}', f'--process_id={i}',
-                '--distributed_timeout_s=3'),
+                f'--distributed_timeout_s={timeout_s}'),
       cwd=ROOT, env=env_with(1), stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True) for i, n in [(0, 3), (1, 2)]]
+      stderr=subprocess.PIPE, text=True)
+           for i, n in enumerate(num_processes)]
   errs = [p.communicate(timeout=120)[1] for p in procs]
-  assert [p.returncode for p in procs] == [1, 1]
+  return [p.returncode for p in procs], errs
+
+
+def test_processes_missing_from_the_run_fail_within_the_timeout(tmp_path):
+  """Process 0 told 3 processes, only 2 come: nobody waits forever."""
+  codes, errs = run_two_processes(tmp_path, num_processes=(3, 2),
+                                  timeout_s=3)
+  assert codes == [1, 1]
   assert 'not all 3 processes (--num_processes) joined within 3 s' in errs[0]
   assert ('process 1 reached the coordinator' in errs[1]
           or 'could not reach' in errs[1]), errs[1][-2000:]
@@ -259,15 +267,9 @@ def test_processes_missing_from_the_run_fail_within_the_timeout(tmp_path):
 
 def test_mismatched_num_processes_is_a_clear_error(tmp_path):
   """Process 1 told 3 processes, the run has 2: both say so and exit."""
-  port = free_port()
-  procs = [subprocess.Popen(
-      train_cmd(tmp_path, f'--coordinator_address=127.0.0.1:{port}',
-                f'--num_processes={n}', f'--process_id={i}',
-                '--distributed_timeout_s=60'),
-      cwd=ROOT, env=env_with(1), stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE, text=True) for i, n in [(0, 2), (1, 3)]]
-  errs = [p.communicate(timeout=120)[1] for p in procs]
-  assert [p.returncode for p in procs] == [1, 1]
+  codes, errs = run_two_processes(tmp_path, num_processes=(2, 3),
+                                  timeout_s=60)
+  assert codes == [1, 1]
   for err in errs:
     assert ('The processes disagree on --num_processes (process 0: 2, '
             'process 1: 3)') in err, err[-2000:]
