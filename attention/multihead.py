@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from attention import dot_product as dot_product_lib
 from attention import masks as masks_lib
+from attention import rotary as rotary_lib
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -42,6 +43,11 @@ class MultiHeadAttention(nn.Module):
     use_bias: biases on the four projections.
     normalize_qk: LayerNorm (no bias) on each query and key head (QK-norm,
       ViT-22B), parameters 'query_ln' and 'key_ln' as in Flax.
+    rotary_base: when set, rotary position embeddings (RoPE) with this base
+      (10,000 in the paper) rotate each query and key head by its position, so
+      scores depend on relative positions. Self-attention only; positions are
+      ``positions`` or 0..T-1 (in decode mode, continuing from the cache).
+      Applied after QK-norm. No parameters.
     decode: keep an autoregressive key/value cache in the 'cache' collection.
       Initialise with inputs of the maximum length S_max (that shapes the
       cache), then call with a multi-token prompt (prefill) and then single
@@ -60,6 +66,7 @@ class MultiHeadAttention(nn.Module):
   dropout_rate: float = 0.0
   use_bias: bool = True
   normalize_qk: bool = False
+  rotary_base: float | None = None
   decode: bool = False
   dtype: Any = None
   param_dtype: Any = jnp.float32
@@ -76,7 +83,8 @@ class MultiHeadAttention(nn.Module):
                mask: Array | None = None,
                is_causal: bool = False,
                deterministic: bool = True,
-               return_weights: bool = False):
+               return_weights: bool = False,
+               positions: Array | None = None):
     """Attend from ``inputs_q`` to ``inputs_kv`` (self-attention if None).
 
     Args:
@@ -87,11 +95,21 @@ class MultiHeadAttention(nn.Module):
       is_causal: also apply the causal mask (implied in decode mode).
       deterministic: no dropout when True; otherwise the 'dropout' rng is used.
       return_weights: also return the attention weights.
+      positions: int [B, T] or [T], the tokens' positions for ``rotary_base``;
+        default 0..T-1, or in decode mode the cache's next T positions.
 
     Returns:
       [B, T, Dout]; with ``return_weights`` ``(outputs, weights)`` where
       weights are float32 [B, N, T, S].
     """
+    if self.rotary_base is not None and inputs_kv is not None:
+      raise ValueError(
+          f'{type(self).__name__}: rotary_base applies to self-attention '
+          '(inputs_kv=None); queries and keys of two different sequences have '
+          'no shared positions. Use rotary_base=None for cross-attention.')
+    if positions is not None and self.rotary_base is None:
+      raise ValueError(f'{type(self).__name__}: positions are only used with '
+                       'rotary_base set; got positions with rotary_base=None.')
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     qkv_features = self.qkv_features or inputs_q.shape[-1]
     out_features = self.out_features or inputs_q.shape[-1]
@@ -113,6 +131,13 @@ class MultiHeadAttention(nn.Module):
                                      param_dtype=self.param_dtype)
       q_BTNH = layer_norm(name='query_ln')(q_BTNH)
       k_BSKH = layer_norm(name='key_ln')(k_BSKH)
+    if self.rotary_base is not None:
+      if positions is None:
+        positions = jnp.arange(q_BTNH.shape[1])[None]
+        if self.decode and self.has_variable('cache', 'cache_index'):
+          positions = positions + self.get_variable('cache', 'cache_index')
+      q_BTNH = rotary_lib.rotary_embedding(q_BTNH, positions, self.rotary_base)
+      k_BSKH = rotary_lib.rotary_embedding(k_BSKH, positions, self.rotary_base)
 
     if self.decode:
       k_BSKH, v_BSKH, decode_mask = self._update_cache(k_BSKH, v_BSKH)

@@ -24,7 +24,7 @@ def get_config(arg=None):
   config.model.dropout_rate = 0.0      # embeddings and residual branches
   config.model.attention_dropout_rate = 0.0  # attention weights
   config.model.tie_embeddings = True   # output layer = target embeddings
-  config.model.position = 'sinusoidal'  # 'sinusoidal' | 'learned'
+  config.model.position = 'sinusoidal'  # 'sinusoidal' | 'learned' | 'rope'
   config.model.normalize_qk = False    # QK-LayerNorm
 
   config.batch_size = 64

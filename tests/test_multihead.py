@@ -10,6 +10,7 @@ from attention import MultiHeadAttention
 from attention import combine_masks
 from attention import make_causal_mask
 from attention import make_padding_mask
+from attention import rotary
 
 B, T, S, D = 2, 6, 5, 16
 
@@ -110,18 +111,22 @@ def test_grouped_query_heads(num_kv_heads):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('num_kv_heads, prefill', [(None, 3), (2, 1), (1, 5)])
+@pytest.mark.parametrize('num_kv_heads, prefill, rotary_base',
+                         [(None, 3, None), (2, 1, None), (1, 5, None),
+                          (2, 2, 10_000.0)])
 def test_decode_with_prefill_equals_full_causal_attention(num_kv_heads,
-                                                          prefill):
+                                                          prefill,
+                                                          rotary_base):
   length = 7
   x = inputs(9, length)
-  full = MultiHeadAttention(num_heads=4, num_kv_heads=num_kv_heads)
+  full = MultiHeadAttention(num_heads=4, num_kv_heads=num_kv_heads,
+                            rotary_base=rotary_base)
   variables = full.init(jax.random.key(10), x)
   want, want_weights = full.apply(variables, x, is_causal=True,
                                   return_weights=True)
 
   decoder = MultiHeadAttention(num_heads=4, num_kv_heads=num_kv_heads,
-                               decode=True)
+                               rotary_base=rotary_base, decode=True)
   cache = decoder.init(jax.random.key(0), x)['cache']
   assert cache['cached_key'].shape == (B, length, num_kv_heads or 4, 4)
   step = jax.jit(lambda cache, x_t: decoder.apply(
@@ -138,6 +143,42 @@ def test_decode_with_prefill_equals_full_causal_attention(num_kv_heads,
                              atol=1e-6)
   np.testing.assert_allclose(np.concatenate(weights, 2), want_weights,
                              rtol=1e-5, atol=1e-7)
+
+
+def numpy_rope(x_BLNH, positions_L, base):
+  """Rotary embedding written out pair by pair: (x_i, x_{i+H/2}) rotated."""
+  x = np.asarray(x_BLNH, np.float64)
+  half = x.shape[-1] // 2
+  out = np.empty_like(x)
+  for i in range(half):
+    theta = positions_L[:, None] * base ** (-i / half)  # [L, 1]
+    c, s = np.cos(theta), np.sin(theta)
+    out[..., i] = x[..., i] * c - x[..., i + half] * s
+    out[..., i + half] = x[..., i + half] * c + x[..., i] * s
+  return out
+
+
+def test_rotary_embedding_matches_numpy_and_keeps_only_relative_positions():
+  x = np.asarray(jax.random.normal(jax.random.key(20), (B, T, 2, 8)))
+  positions = np.arange(T) * 3 + 1
+  np.testing.assert_allclose(rotary.rotary_embedding(x, positions, 100.0),
+                             numpy_rope(x, positions, 100.0), rtol=1e-5,
+                             atol=1e-5)
+  # Scores q_p.k_q depend on p - q only: shifting every position changes the
+  # rotated vectors but not one attention output.
+  module = MultiHeadAttention(num_heads=2, rotary_base=10_000.0)
+  xs = inputs(21)
+  variables = module.init(jax.random.key(22), xs)
+  out = module.apply(variables, xs, is_causal=True)
+  shifted = module.apply(variables, xs, is_causal=True,
+                         positions=np.arange(T) + 1000)
+  np.testing.assert_allclose(shifted, out, rtol=1e-4, atol=1e-5)
+  # And the positions do matter: without them the layer is another function.
+  plain = MultiHeadAttention(num_heads=2).apply(variables, xs, is_causal=True)
+  assert not np.allclose(plain, out, atol=1e-3)
+  with pytest.raises(ValueError, match='positions are only used with '
+                     'rotary_base set'):
+    MultiHeadAttention(num_heads=2).apply(variables, xs, positions=np.arange(T))
 
 
 def test_decode_cache_overflow_is_a_clear_error():
@@ -187,6 +228,10 @@ def test_bfloat16_module_is_finite_with_masks():
      'for cross-attention'),
     (MultiHeadAttention(num_heads=2, implementation='fast'), (inputs(0),),
      "unknown implementation 'fast'"),
+    (MultiHeadAttention(num_heads=2, rotary_base=1e4), (inputs(0), inputs(1)),
+     'rotary_base applies to self-attention'),
+    (MultiHeadAttention(num_heads=4, qkv_features=12, rotary_base=1e4),
+     (inputs(0),), r'head dim must be even to form pairs, got H=3'),
 ])
 def test_bad_input_is_a_clear_value_error(module, args, message):
   with pytest.raises(ValueError, match=message):

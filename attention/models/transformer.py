@@ -1,6 +1,6 @@
 """Transformer encoder-decoder for translation, built on attention.MultiHeadAttention.
 
-Pre-LayerNorm (Xiong et al., 2020), sinusoidal or learned positions, optionally
+Pre-LayerNorm (Xiong et al., 2020), sinusoidal, learned or rotary positions, optionally
 tied target embeddings, grouped-query heads and QK-norm from the layer.
 
 Config fields (``config.model``):
@@ -12,7 +12,9 @@ Config fields (``config.model``):
   dropout_rate: dropout on embeddings and residual branches.
   attention_dropout_rate: dropout on attention weights.
   tie_embeddings: output projection = target embedding matrix (scaled inputs).
-  position: 'sinusoidal' (any length) or 'learned' (up to max_length).
+  position: 'sinusoidal' (any length), 'learned' (up to max_length) or
+    'rope' (rotary embeddings in every self-attention layer, nothing added to
+    the embeddings; cross-attention then matches by content alone).
   max_length: longest sequence for learned positions.
   normalize_qk: QK-LayerNorm in every attention layer.
   implementation: attention implementation (see attention.dot_product_attention).
@@ -36,6 +38,7 @@ from attention import masks as masks_lib
 from attention.multihead import MultiHeadAttention
 
 Array = jax.Array
+POSITIONS = ('sinusoidal', 'learned', 'rope')
 
 
 def sinusoidal_positions(positions: Array, features: int) -> Array:
@@ -61,6 +64,7 @@ class LayerConfig:
   normalize_qk: bool
   implementation: str | None
   dtype: Any
+  rotary_base: float | None = None
 
 
 class MlpBlock(nn.Module):
@@ -85,7 +89,8 @@ class EncoderLayer(nn.Module):
     h = MultiHeadAttention(
         num_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
         dropout_rate=c.attention_dropout_rate, normalize_qk=c.normalize_qk,
-        dtype=c.dtype, implementation=c.implementation, name='self_attention')(
+        rotary_base=c.rotary_base, dtype=c.dtype,
+        implementation=c.implementation, name='self_attention')(
             nn.LayerNorm(dtype=c.dtype)(x_BSD), mask=mask,
             deterministic=deterministic)
     x_BSD = x_BSD + drop(h)
@@ -106,7 +111,8 @@ class DecoderLayer(nn.Module):
         MultiHeadAttention, num_heads=c.num_heads, num_kv_heads=c.num_kv_heads,
         dropout_rate=c.attention_dropout_rate, normalize_qk=c.normalize_qk,
         dtype=c.dtype, implementation=c.implementation)
-    h = attention(decode=self.decode, name='self_attention')(
+    h = attention(decode=self.decode, rotary_base=c.rotary_base,
+                  name='self_attention')(
         nn.LayerNorm(dtype=c.dtype)(y_BTD), is_causal=not self.decode,
         deterministic=deterministic)
     y_BTD = y_BTD + drop(h)
@@ -146,9 +152,9 @@ class Model(nn.Module):
   decode: bool = False
 
   def setup(self):
-    if self.position not in ('sinusoidal', 'learned'):
-      raise ValueError("transformer: position must be 'sinusoidal' or "
-                       f"'learned', got {self.position!r}.")
+    if self.position not in POSITIONS:
+      raise ValueError(f'transformer: position must be one of {POSITIONS}, '
+                       f'got {self.position!r}.')
     embed = functools.partial(
         nn.Embed, features=self.d_model,
         embedding_init=nn.initializers.normal(self.d_model ** -0.5))
@@ -162,7 +168,8 @@ class Model(nn.Module):
         mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         normalize_qk=self.normalize_qk, implementation=self.implementation,
-        dtype=self.dtype)
+        dtype=self.dtype,
+        rotary_base=10_000.0 if self.position == 'rope' else None)
     self.encoder_layers = [EncoderLayer(layer_config)
                            for _ in range(self.num_layers)]
     self.encoder_norm = nn.LayerNorm(dtype=self.dtype)
@@ -181,7 +188,7 @@ class Model(nn.Module):
                          f' exceeds max_length={self.max_length} of the '
                          "learned positions; raise it or use 'sinusoidal'.")
       x = x + pos_embed(positions_BL)
-    else:
+    elif self.position == 'sinusoidal':
       x = x + sinusoidal_positions(positions_BL, self.d_model)
     return self.dropout(x.astype(self.dtype), deterministic=deterministic)
 
