@@ -20,6 +20,9 @@ def get_config(arg=None):
   config.model.hidden_dim = 128        # GRU size (per encoder direction)
   config.model.attention_dim = 128     # alignment size A of v.tanh(Ws+Uh)
   config.model.score = 'additive'      # 'additive' | 'multiplicative'
+  # attention query: 'previous_state' (the paper's s_{i-1}) | 'conditional'
+  # (conditional GRU: a state that has read the previous target word)
+  config.model.query = 'previous_state'
   config.model.deep_output = True      # maxout readout as in the paper
   config.model.readout_dim = 128       # maxout units
   config.model.dropout_rate = 0.0      # embeddings and readout

@@ -25,12 +25,18 @@ MODELS = {
         src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
         num_heads=2, mlp_dim=32, position='learned', max_length=8,
         tie_embeddings=False),
+    'transformer_rope': lambda v: transformer.Model(
+        src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
+        num_heads=2, mlp_dim=32, position='rope'),
     'rnnsearch': lambda v: rnnsearch.Model(
         src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
         attention_dim=8, readout_dim=8),
     'rnnsearch_luong_shallow': lambda v: rnnsearch.Model(
         src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
         score='multiplicative', deep_output=False),
+    'rnnsearch_conditional': lambda v: rnnsearch.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        attention_dim=8, readout_dim=8, query='conditional'),
     'rnnencdec': lambda v: rnnencdec.Model(
         src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
         readout_dim=8),
@@ -73,6 +79,22 @@ def test_attention_is_a_distribution_over_real_source_tokens(name, key, shape):
   src_pad = SRC == 0
   batch1 = weights[:, 1] if weights.ndim == 5 else weights[1]
   assert np.all(batch1[..., src_pad[1]] == 0.0)
+
+
+@pytest.mark.parametrize('name, sees_current_input', [
+    ('rnnsearch', False), ('rnnsearch_conditional', True)])
+def test_which_target_words_the_rnnsearch_query_has_read(name,
+                                                         sees_current_input):
+  # Step t's input token is y_{t-1}. The paper's query s_{t-1} has not read it
+  # yet; the conditional GRU's query has.
+  model, variables = init(name)
+  changed = TGT_IN.copy()
+  changed[:, 3] = 7
+  alpha = model.apply(variables, SRC, TGT_IN)[1]['alignment']
+  alpha_changed = model.apply(variables, SRC, changed)[1]['alignment']
+  np.testing.assert_array_equal(alpha_changed[:, :3], alpha[:, :3])
+  assert not np.allclose(alpha_changed[:, 4], alpha[:, 4])
+  assert np.allclose(alpha_changed[:, 3], alpha[:, 3]) != sees_current_input
 
 
 def test_rnnencdec_has_no_attention():
@@ -148,12 +170,15 @@ def test_beam_search_finds_the_exhaustive_best(name):
 
 
 def test_bad_model_settings_are_clear_errors():
-  with pytest.raises(ValueError, match="position must be 'sinusoidal' or"):
+  with pytest.raises(ValueError, match="position must be one of"):
     transformer.Model(src_vocab_size=12, tgt_vocab_size=10,
                       position='rotary').init(jax.random.key(0), SRC, TGT_IN)
   with pytest.raises(ValueError, match='score must be one of'):
     rnnsearch.Model(src_vocab_size=12, tgt_vocab_size=10,
                     score='dot').init(jax.random.key(0), SRC, TGT_IN)
+  with pytest.raises(ValueError, match='query must be one of'):
+    rnnsearch.Model(src_vocab_size=12, tgt_vocab_size=10,
+                    query='next').init(jax.random.key(0), SRC, TGT_IN)
   with pytest.raises(ValueError, match='exceeds max_length=4'):
     transformer.Model(src_vocab_size=12, tgt_vocab_size=10, position='learned',
                       max_length=4).init(jax.random.key(0), SRC, TGT_IN)

@@ -7,11 +7,19 @@ attention is conditioned on the *previous* decoder state, as in the paper.
 Initial state s_0 = tanh(W_s ←h_1). Deep output (optional): a maxout layer over
 [s_i; E y_{i-1}; c_i] before the softmax.
 
+In the paper's decoder the query s_{i-1} has not yet seen the word y_{i-1} just
+emitted (it enters s_i, after the attention). ``query='conditional'`` is the
+conditional GRU of Nematus (Sennrich et al., 2017): a first GRU reads the word,
+s'_i = GRU_1(s_{i-1}, E y_{i-1}), the attention is queried with s'_i, and a
+second GRU reads the context, s_i = GRU_2(s'_i, c_i).
+
 Config fields (``config.model``):
   embed_dim: word embedding size (source and target).
   hidden_dim: GRU size (each encoder direction and the decoder).
   attention_dim: alignment size A of the additive score.
   score: 'additive' (Bahdanau) or 'multiplicative' (Luong's general qᵀWk).
+  query: 'previous_state' (the paper: s_{i-1}) or 'conditional' (s'_i, which
+    has read y_{i-1}; the conditional GRU).
   deep_output: maxout readout (paper) instead of a linear one.
   readout_dim: maxout output size (each unit the max of two).
   dropout_rate: dropout on embeddings and the readout.
@@ -32,6 +40,7 @@ from attention.additive import MultiplicativeAttention
 
 Array = jax.Array
 SCORES = ('additive', 'multiplicative')
+QUERIES = ('previous_state', 'conditional')
 
 
 class Model(nn.Module):
@@ -46,6 +55,7 @@ class Model(nn.Module):
   hidden_dim: int = 128
   attention_dim: int = 128
   score: str = 'additive'
+  query: str = 'previous_state'
   deep_output: bool = True
   readout_dim: int = 128
   dropout_rate: float = 0.0
@@ -59,6 +69,9 @@ class Model(nn.Module):
     if self.score not in SCORES:
       raise ValueError(f'rnnsearch: score must be one of {SCORES}, got '
                        f'{self.score!r}.')
+    if self.query not in QUERIES:
+      raise ValueError(f'rnnsearch: query must be one of {QUERIES}, got '
+                       f'{self.query!r}.')
     self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim)
     self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
     self.encoder = nn.Bidirectional(
@@ -73,6 +86,8 @@ class Model(nn.Module):
         self.attention = MultiplicativeAttention(dtype=self.dtype)
     else:
       self.summary = nn.Dense(2 * self.hidden_dim, dtype=self.dtype)
+    if self.query == 'conditional':
+      self.query_cell = nn.GRUCell(self.hidden_dim, dtype=self.dtype)
     self.decoder_cell = nn.GRUCell(self.hidden_dim, dtype=self.dtype)
     if self.deep_output:
       self.readout = nn.Dense(2 * self.readout_dim, dtype=self.dtype)
@@ -97,14 +112,20 @@ class Model(nn.Module):
 
   def _step(self, memory, s_prev_BH, y_prev_BE, deterministic):
     """One decoder step -> (s_i, (logits_BV, alpha_BS or None))."""
+    conditional = self.query == 'conditional'
+    query_BH = (self.query_cell(s_prev_BH, y_prev_BE)[0] if conditional
+                else s_prev_BH)
     if self.use_attention:
       context, alpha_BS = self.attention(
-          s_prev_BH, memory['annotations'], mask=memory['src_mask'],
+          query_BH, memory['annotations'], mask=memory['src_mask'],
           projected_keys=memory['projected_keys'])
     else:
       context, alpha_BS = memory['summary'], None
-    s_BH, _ = self.decoder_cell(s_prev_BH,
-                                jnp.concatenate([y_prev_BE, context], -1))
+    if conditional:
+      s_BH, _ = self.decoder_cell(query_BH, context)
+    else:
+      s_BH, _ = self.decoder_cell(s_prev_BH,
+                                  jnp.concatenate([y_prev_BE, context], -1))
     if self.deep_output:
       t = self.readout(jnp.concatenate([s_BH, y_prev_BE, context], -1))
       t = t.reshape(t.shape[:-1] + (self.readout_dim, 2)).max(-1)  # maxout
