@@ -97,6 +97,11 @@ def test_eval_writes_every_documented_key(mha_run):
     assert key in written, key
   assert any(k.startswith('bleu_by_length/') for k in written)
   assert any(k.startswith('beam/bleu_by_length/') for k in written)
+  # The smoke data trains on sources of up to 10 words and tests up to 12.
+  for prefix in ('', 'beam/'):
+    ranges = {k.split('/')[-1] for k in written
+              if k.startswith(prefix + 'exact_match_by_train_range/')}
+    assert ranges == {'0-10', '11+'}, ranges
   assert 0.0 <= written['bleu'] <= 100.0
   assert os.path.exists(os.path.join(workdir, 'translations_greedy.tsv'))
   assert os.listdir(os.path.join(workdir, 'alignments', 'test_step_4'))

@@ -239,6 +239,10 @@ class Task:
     src_lengths = np.array([len(s) for s in split.src])
     buckets = metrics_lib.length_buckets(src_lengths,
                                          tuple(ec.bleu_length_edges))
+    # Sources up to the longest training source, and longer ones (the toy
+    # test split reaches past the training range on purpose).
+    longest_train = max((len(s) for s in self.data.train.src), default=0)
+    seen = metrics_lib.length_buckets(src_lengths, (0, longest_train + 1))
     totals = self._summed_metrics(params, split)
     teacher = self._scalars(totals)
     results: dict[str, Any] = {'token_accuracy': teacher['accuracy']}
@@ -257,6 +261,9 @@ class Task:
         for name, value in metrics_lib.by_bucket(metric, hyps, references,
                                                  buckets).items():
           results[f'{prefix}{metric.__name__}_by_length/{name}'] = value
+        for name, value in metrics_lib.by_bucket(metric, hyps, references,
+                                                 seen).items():
+          results[f'{prefix}{metric.__name__}_by_train_range/{name}'] = value
       if jax.process_index() == 0:
         name = 'greedy' if beam == 1 else f'beam{beam}'
         path = os.path.join(self.workdir, f'translations_{name}.tsv')
