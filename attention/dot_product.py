@@ -63,9 +63,9 @@ def dot_product_attention(query: Array,
       full matrix), 'cudnn'
       (``jax.nn.dot_product_attention(implementation='cudnn')``, GPU only), or
       None for the best available on this platform: cuDNN where it supports
-      the call, 'xla' when weights are requested, else 'chunked' on CPU (the
-      faster there at every length measured) and for long sequences on
-      GPU/TPU.
+      the call, 'xla' when weights are requested, else 'chunked' where the
+      matrix is large (on CPU from T·S = 128², where it was the faster at
+      every length measured; on GPU/TPU from 1024²) and 'xla' below.
     return_weights: also return the attention weights.
     precision: matmul precision of the two einsums.
 
@@ -144,11 +144,16 @@ def _split_heads(x, K, G):
   return x.reshape(b, K, G, t, s)
 
 
-# On CPU the chunked path beat 'xla' at every length measured (T = S from 128
-# to 8192, causal or not, forward and forward+backward; BENCHMARKS.md). On
-# GPU/TPU, where it is unmeasured here, 'xla' keeps short sequences and
-# 'chunked' takes over where the [B, N, T, S] matrix would be large.
-_CHUNKED_MIN_LOGITS = {'cpu': 0, 'gpu': 1024 * 1024, 'tpu': 1024 * 1024}
+# On CPU the chunked path beat 'xla' at every length measured from T = S = 128
+# to 8192 (causal or not, forward and forward+backward; BENCHMARKS.md). Below
+# that the two are level per call (0.87-1.35x, T = S = 16 to 64), but the
+# translate Transformer's train step (sequences of up to 41 tokens) ran at
+# 0.88-0.94x with 'chunked' against 'xla' in two runs of
+# benchmarks/train_step.py, so short sequences keep 'xla'. On GPU/TPU, where it
+# is unmeasured here, 'chunked' takes over where the [B, N, T, S] matrix would
+# be large.
+_CHUNKED_MIN_LOGITS = {'cpu': 128 * 128, 'gpu': 1024 * 1024,
+                       'tpu': 1024 * 1024}
 
 
 def _best_implementation(query, key, value, dropout_active, return_weights,
@@ -157,8 +162,8 @@ def _best_implementation(query, key, value, dropout_active, return_weights,
 
   cuDNN on a GPU for the shapes and dtypes it supports; 'xla' whenever the
   weights are requested (only it builds the full matrix); otherwise
-  'chunked' on CPU, and on GPU/TPU for long sequences (T·S at least
-  ``_CHUNKED_MIN_LOGITS``).
+  'chunked' for long sequences (T·S at least ``_CHUNKED_MIN_LOGITS`` of the
+  platform) and 'xla' for short ones.
   """
   del is_causal
   platform = jax.default_backend()

@@ -220,7 +220,10 @@ def test_none_picks_chunked_on_cpu_but_never_for_weights():
   q, k, v, _ = inputs(10, 1, 12, 12, 2, 2, 8)
   best = dot_product._best_implementation  # pylint: disable=protected-access
   if jax.default_backend() == 'cpu':
-    assert best(q, k, v, dropout_active=False,
+    # Short sequences stay on 'xla'; from T·S = 128² on, 'chunked'.
+    assert best(q, k, v, dropout_active=False, return_weights=False) == 'xla'
+    long_q = jax.ShapeDtypeStruct((1, 128, 2, 8), jnp.float32)
+    assert best(long_q, long_q, long_q, dropout_active=False,
                 return_weights=False) == 'chunked'
   assert best(q, k, v, dropout_active=False, return_weights=True) in (
       'xla', 'cudnn')
