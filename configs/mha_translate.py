@@ -16,7 +16,7 @@ def get_config(arg=None):
   variant = common.parse_arg(arg).variant
   config = common.translate_base()
   config.model.name = 'transformer'
-  config.model.num_layers = 3          # encoder and decoder layers
+  config.model.num_layers = 2          # encoder and decoder layers
   config.model.d_model = 128           # model width
   config.model.num_heads = 4           # attention heads
   config.model.num_kv_heads = None     # key/value heads (GQA); None = heads
@@ -24,15 +24,15 @@ def get_config(arg=None):
   config.model.dropout_rate = 0.0      # embeddings and residual branches
   config.model.attention_dropout_rate = 0.0  # attention weights
   config.model.tie_embeddings = True   # output layer = target embeddings
-  config.model.position = 'sinusoidal'  # 'sinusoidal' | 'learned' | 'rope'
-  config.model.normalize_qk = False    # QK-LayerNorm
+  config.model.position = 'rope'       # 'rope' | 'sinusoidal' | 'learned'
+  config.model.normalize_qk = True     # QK-LayerNorm
 
   config.batch_size = 64
   config.num_train_steps = 3000
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 1000
   config.label_smoothing = 0.0
-  config.optimizer.learning_rate = 3e-3
+  config.optimizer.learning_rate = 5e-3
   config.optimizer.warmup_steps = 100
 
   config.sweep = [
