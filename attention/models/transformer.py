@@ -1,7 +1,8 @@
 """Transformer encoder-decoder for translation, built on attention.MultiHeadAttention.
 
-Pre-LayerNorm (Xiong et al., 2020), sinusoidal, learned or rotary positions, optionally
-tied target embeddings, grouped-query heads and QK-norm from the layer.
+Pre-LayerNorm (Xiong et al., 2020), sinusoidal, learned or rotary positions,
+optionally tied target embeddings, grouped-query heads and QK-norm from the
+layer.
 
 Config fields (``config.model``):
   num_layers: encoder and decoder layers.
