@@ -258,12 +258,10 @@ class Task:
       results[prefix + 'exact_match'] = metrics_lib.exact_match(hyps,
                                                                 references)
       for metric in (metrics_lib.bleu, metrics_lib.exact_match):
-        for name, value in metrics_lib.by_bucket(metric, hyps, references,
-                                                 buckets).items():
-          results[f'{prefix}{metric.__name__}_by_length/{name}'] = value
-        for name, value in metrics_lib.by_bucket(metric, hyps, references,
-                                                 seen).items():
-          results[f'{prefix}{metric.__name__}_by_train_range/{name}'] = value
+        for split_by, names in (('length', buckets), ('train_range', seen)):
+          for name, value in metrics_lib.by_bucket(metric, hyps, references,
+                                                   names).items():
+            results[f'{prefix}{metric.__name__}_by_{split_by}/{name}'] = value
       if jax.process_index() == 0:
         name = 'greedy' if beam == 1 else f'beam{beam}'
         path = os.path.join(self.workdir, f'translations_{name}.tsv')
