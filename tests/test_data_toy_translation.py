@@ -42,6 +42,21 @@ def splits():
   return tt.generate_splits(seed=0, **SMALL)
 
 
+def test_source_determines_target():
+  # Short sentences repeat often enough to catch two targets for one source,
+  # as the verb 'read' once gave ('the tables read': present or past?).
+  rng = tt._Rng(7)
+  target_of = {}
+  for _ in range(30000):
+    src, tgt, _ = tt._sample_sentence(rng, rng.integers(3, 6))
+    assert target_of.setdefault(tuple(src), tgt) == tgt, ' '.join(src)
+  # Enough repeats to have tested something (the 'read' grammar failed here
+  # 17 times).
+  assert len(target_of) < 28000
+  for base, _, past, _, _ in tt._VERBS:
+    assert base != past
+
+
 def test_gold_alignments_valid(splits):
   for pairs in splits.values():
     for src, tgt, a in zip(pairs.src, pairs.tgt, pairs.alignments):

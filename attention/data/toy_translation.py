@@ -26,6 +26,10 @@ the target language ('Toylian', Italian-flavoured) differs from the source by:
   which sits at the other end of the clause and may be followed by a
   prepositional phrase with a noun of another gender.
 
+The source determines the target: no verb's past tense equals its base form
+(with 'read', 'the cats read' is present or past, and the two translate
+differently), so exact match can reach 100%.
+
 Sentences are built to a sampled length (uniform in [min_len, max_len] source
 words), so every length is equally represented. The test split draws lengths
 up to `max_test_len`, beyond anything seen in training (`max_train_len`), to
@@ -139,7 +143,7 @@ _VERBS = (
     ('carry', 'carries', 'carried', 'port', True),
     ('open', 'opens', 'opened', 'apr', True),
     ('paint', 'paints', 'painted', 'diping', True),
-    ('read', 'reads', 'read', 'legg', True),
+    ('write', 'writes', 'wrote', 'scriv', True),
     ('call', 'calls', 'called', 'chiam', True),
     ('help', 'helps', 'helped', 'aiut', True),
 )
