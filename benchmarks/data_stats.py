@@ -45,11 +45,13 @@ def main():
   parser.add_argument('--shared_data', default='../shared/data')
   args = parser.parse_args()
 
-  data = translation.load_translation(data_config.get_config('translate'))
+  toy = data_config.get_config('translate')
+  data = translation.load_translation(toy)
   print('toy translation:', data.info, 'vocab', data.src_vocab.size,
         data.tgt_vocab.size)
   splits = toy_translation.generate_splits(
-      seed=0, num_train=20000, num_validation=1000, num_test=2000)
+      seed=toy.seed, num_train=toy.num_train,
+      num_validation=toy.num_validation, num_test=toy.num_test)
   for name, pairs in splits.items():
     print(f'  {name}:', toy_translation.describe(pairs))
     lengths = np.array([len(t) for t in pairs.tgt])

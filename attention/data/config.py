@@ -45,7 +45,7 @@ _COMMON = {
 }
 
 _TRANSLATE = {
-    'num_train': (20000, None, 'toy: training pairs'),
+    'num_train': (200000, None, 'toy: training pairs'),
     'num_validation': (1000, None, 'toy: validation pairs'),
     'num_test': (2000, None, 'toy: test pairs'),
     'min_len': (3, None, 'toy: shortest source sentence (words)'),
