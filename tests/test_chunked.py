@@ -55,7 +55,8 @@ def make_bias(kind, seed, B, T, S, N):
 
 
 @functools.lru_cache(maxsize=None)
-def value_and_grads(impl, causal, has_bias, schedule, blocks=SMALL):
+def value_and_grads(impl, causal, has_bias, schedule, blocks=SMALL,
+                    chains=None):
   """A jitted (loss, (out, grads)) for one implementation, shared by tests."""
 
   def loss(q, k, v, bias, mask, cotangent):
@@ -65,7 +66,7 @@ def value_and_grads(impl, causal, has_bias, schedule, blocks=SMALL):
     else:
       out = chunked.chunked_attention(q, k, v, bias=bias, mask=mask,
                                       is_causal=causal, block_sizes=blocks,
-                                      schedule=schedule)
+                                      schedule=schedule, chains=chains)
     return jnp.sum(out.astype(jnp.float32) * cotangent), out
 
   argnums = (0, 1, 2, 3) if has_bias else (0, 1, 2)
@@ -113,6 +114,41 @@ def test_values_and_gradients_equal_xla(B, T, S, N, K, H, causal, mask_kind,
     assert dead_BTN.any()
     np.testing.assert_array_equal(np.asarray(out)[dead_BTN], 0.0)
     np.testing.assert_array_equal(np.asarray(grads[0])[dead_BTN], 0.0)
+
+
+@pytest.mark.parametrize('B, K, chains, bias_kind, schedule', [
+    (1, 4, 2, 'heads', 'unrolled'),  # Split over key/value heads.
+    (4, 1, 4, 'full', 'loop'),       # Over the batch.
+    (3, 2, 4, 'keys', 'unrolled'),   # Neither divides by 4: 3 over the batch.
+    (2, 2, 1, 'full', 'unrolled'),   # One computation.
+])
+def test_independent_chains_equal_xla(B, K, chains, bias_kind, schedule):
+  T, S, N, H = 19, 23, 2 * K, 8
+  q, k, v, cotangent = inputs(B * K + chains, B, T, S, N, K, H)
+  mask = make_mask('per_head', chains, B, T, S, N)
+  bias = make_bias(bias_kind, K, B, T, S, N)
+  (_, out), grads = value_and_grads('chunked', True, True, schedule,
+                                    chains=chains)(q, k, v, bias, mask,
+                                                   cotangent)
+  (_, want_out), want_grads = value_and_grads('xla', True, True, None)(
+      q, k, v, bias, mask, cotangent)
+  assert_close(out, want_out, 1e-5)
+  for got, want in zip(grads, want_grads):
+    assert got.shape == want.shape
+    assert_close(got, want, 1e-5)
+
+
+def test_chain_split():
+  assert chunked._chain_split(8, 8, 4) == (0, 4)
+  assert chunked._chain_split(1, 8, 4) == (1, 4)
+  assert chunked._chain_split(3, 2, 4) == (0, 3)
+  assert chunked._chain_split(1, 1, 4) == (0, 1)
+  assert chunked._chain_split(5, 7, 4) == (0, 1)  # Neither 2, 3 nor 4 divides.
+  assert chunked.default_chains(8, 8, platform='cpu', cores=2) == 2
+  assert chunked.default_chains(8, 8, platform='cpu', cores=16) == 4
+  assert chunked.default_chains(1, 1, platform='cpu', cores=16) == 1
+  assert chunked.default_chains(8, 8, 'loop', platform='cpu', cores=2) == 1
+  assert chunked.default_chains(8, 8, platform='gpu', cores=2) == 1
 
 
 @pytest.mark.parametrize('dtype', [jnp.bfloat16])
@@ -252,6 +288,7 @@ def test_no_full_matrix_in_memory():
     (dict(block_sizes=chunked.BlockSizes(8, 8, 8, -1)),
      'block size k_bwd must be a positive int'),
     (dict(schedule='fast'), "schedule must be 'unrolled', 'loop' or None"),
+    (dict(chains=0), 'chains must be a positive int or None'),
     (dict(dropout_rate=0.1), 'needs a dropout_rng'),
     (dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
 ])
