@@ -132,7 +132,7 @@ def _chain_split(B, K, chains):
   return 0, 1
 
 
-def _chain_part(x, axis, index, count, G):
+def _chain_part(x, axis, index, count):
   """Chain `index` of `count` of a [B, K, ...] layout, or of a [b, n, t, s]
   bias/mask (whose head axis holds K·G heads, or 1 when broadcast)."""
   if x is None or x.shape[axis] == 1:
@@ -261,7 +261,7 @@ def chunked_attention(query: Array,
   else:
     parts = []
     for c in range(n):
-      part = functools.partial(_chain_part, axis=axis, index=c, count=n, G=G)
+      part = functools.partial(_chain_part, axis=axis, index=c, count=n)
       part_bias = part(bias4)
       parts.append(_flash(
           dataclasses.replace(cfg, bias_shape=None if part_bias is None
