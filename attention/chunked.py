@@ -259,14 +259,15 @@ def chunked_attention(query: Array,
   if n == 1:
     out_BKRH = _flash(cfg, qT_BKHR, kT_BKHS, v_BKSH, bias4, mask_bias, rng)
   else:
+    # Every chain's bias has the same shape.
+    chain_bias = _chain_part(bias4, axis, 0, n)
+    chain_cfg = dataclasses.replace(
+        cfg, bias_shape=None if chain_bias is None else chain_bias.shape)
     parts = []
     for c in range(n):
       part = functools.partial(_chain_part, axis=axis, index=c, count=n)
-      part_bias = part(bias4)
       parts.append(_flash(
-          dataclasses.replace(cfg, bias_shape=None if part_bias is None
-                              else part_bias.shape),
-          part(qT_BKHR), part(kT_BKHS), part(v_BKSH), part_bias,
+          chain_cfg, part(qT_BKHR), part(kT_BKHS), part(v_BKSH), part(bias4),
           part(mask_bias), None if rng is None else jax.random.fold_in(rng, c)))
     out_BKRH = jnp.concatenate(parts, axis=axis)
   return (out_BKRH.reshape(B, K, T, G, Hv).transpose(0, 2, 1, 3, 4)
