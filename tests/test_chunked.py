@@ -283,6 +283,31 @@ def test_no_full_matrix_in_memory():
   assert temp < L * L * 4 / 8, temp
 
 
+def test_unrolled_program_transposes_its_operands_once():
+  # Left to itself, XLA fuses the key transpose into every block's slice of
+  # the keys (73 transposes in this forward, one per block read; see
+  # chunked._materialized): written once, there are 3 (q, k, v).
+  q = jax.ShapeDtypeStruct((2, 64, 4, 8), jnp.float32)
+  forward = functools.partial(chunked.chunked_attention, chains=1,
+                              block_sizes=SMALL, schedule='unrolled')
+  hlo = jax.jit(forward).lower(q, q, q).compile().as_text()
+  assert 0 < hlo.count(' transpose(') <= 4, hlo.count(' transpose(')
+
+
+def test_written_once_operands_keep_their_values():
+  # The always-true predicate holds for NaN too (the output stays NaN, as in
+  # 'xla'), and under vmap, where the conditional becomes a select.
+  x = jnp.arange(6.0).reshape(2, 3).at[0, 0].set(jnp.nan)
+  (got,) = chunked._materialized(x)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(x))
+  q, k, v, _ = inputs(5, 3, 12, 12, 2, 2, 8)
+  attend = functools.partial(chunked.chunked_attention, block_sizes=SMALL,
+                             schedule='unrolled', is_causal=True)
+  got = jax.vmap(lambda q, k, v: attend(q[None], k[None], v[None])[0])(q, k, v)
+  want = dot_product_attention(q, k, v, is_causal=True, implementation='xla')
+  assert_close(got, want, 1e-5)
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(block_q=0), 'block size q must be a positive int'),
     (dict(block_sizes=chunked.BlockSizes(8, 8, 8, -1)),
