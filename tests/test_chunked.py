@@ -292,6 +292,12 @@ def test_unrolled_program_transposes_its_operands_once():
                               block_sizes=SMALL, schedule='unrolled')
   hlo = jax.jit(forward).lower(q, q, q).compile().as_text()
   assert 0 < hlo.count(' transpose(') <= 4, hlo.count(' transpose(')
+  assert 'conditional' in hlo
+  # One block reads each operand once: nothing to write first.
+  one_block = chunked.BlockSizes(64, 64, 64, 64)
+  hlo = jax.jit(functools.partial(forward, block_sizes=one_block)).lower(
+      q, q, q).compile().as_text()
+  assert 'conditional' not in hlo
 
 
 def test_written_once_operands_keep_their_values():
