@@ -337,6 +337,12 @@ def _count_tiles(T, S, bq, bk, causal, ragged):
              for i in range(-(-T // bq)))
 
 
+def _never(x):
+  """A scalar False that XLA cannot fold, computed from x's first element:
+  nothing compares less than -inf, not even NaN."""
+  return x.reshape(-1)[0] < -jnp.inf
+
+
 def _materialized(*arrays):
   """The arrays, each written once into a buffer of its own.
 
@@ -348,16 +354,16 @@ def _materialized(*arrays):
   forward ran 15-18% faster once the transposes were written once).
   ``lax.optimization_barrier`` does not stop that fusion (XLA:CPU removes
   barriers before fusing); a conditional does, since its operands must be
-  buffers. The predicate is always true (nothing compares less than -inf,
-  not even NaN) but is not a constant, so XLA keeps the conditional; the
-  other branch never runs. CPU only (on GPU a conditional costs a copy of
-  the predicate to the host), and only when some operand is read by more
-  than one block: a single block reads each operand once, and there the
-  extra copy cost about 7% (L=128, forward+backward).
+  buffers. The predicate is always true (``not _never``) but is not a
+  constant, so XLA keeps the conditional; the other branch never runs. CPU
+  only (on GPU a conditional costs a copy of the predicate to the host), and
+  only when some operand is read by more than one block: a single block
+  reads each operand once, and there the extra copy cost about 7% (L=128,
+  forward+backward).
   """
   if arrays[0].size == 0:
     return arrays
-  keep = jnp.logical_not(arrays[0].reshape(-1)[0] < -jnp.inf)
+  keep = jnp.logical_not(_never(arrays[0]))
   return jax.lax.cond(keep, lambda xs: xs,
                       lambda xs: tuple(jnp.zeros_like(x) for x in xs), arrays)
 
@@ -508,11 +514,11 @@ def _after(token, x, start, size, axis):
   call (measured for causal L=1024, B=8: 5x the temporary memory and 20-25%
   more time, forward or forward+backward). Chained, the blocks reuse a few
   buffers. The dependency is an offset that is always 0 but that XLA cannot
-  fold (nothing compares less than -inf).
+  fold (``_never``).
   """
   if token is None:
     return jax.lax.slice_in_dim(x, start, start + size, axis=axis)
-  zero = (token.reshape(-1)[0] < -jnp.inf).astype(jnp.int32)
+  zero = _never(token).astype(jnp.int32)
   return jax.lax.dynamic_slice_in_dim(x, start + zero, size, axis=axis)
 
 
