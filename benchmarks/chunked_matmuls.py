@@ -77,17 +77,18 @@ def bound(L, B, reps=30):
   fastest call (an optimistic rate, as a bound should use).
   """
   sizes = chunked.default_block_sizes(L, L, bench.HEAD_DIM, False, 'cpu')
-  chains = chunked.default_chains(B, bench.N_HEADS)
-  b = B // chains if B % chains == 0 else B
+  axis, chains = chunked._chain_split(  # pylint: disable=protected-access
+      B, bench.N_HEADS, chunked.default_chains(B, bench.N_HEADS))
+  b, k = (B // chains, bench.N_HEADS) if axis == 0 else (
+      B, bench.N_HEADS // chains)
   kinds = []
   for name, spec, which in MATMULS:
     bq, bk = (sizes.q, sizes.k) if which == 'fwd' else (sizes.q_bwd,
                                                          sizes.k_bwd)
-    dims = dict(B=b, K=bench.N_HEADS, H=bench.HEAD_DIM, r=bq, s=bk)
-    tiles = (B // b) * -(-L // bq) * -(-L // bk)
+    dims = dict(B=b, K=k, H=bench.HEAD_DIM, r=bq, s=bk)
+    tiles = chains * -(-L // bq) * -(-L // bk)
     run, gflop = matmul_program(spec, dims)
-    kinds.append((name, which, f'{b}x{bench.N_HEADS} x [{bq}, {bk}]', tiles,
-                  run, gflop))
+    kinds.append((name, which, f'{b}x{k} x [{bq}, {bk}]', tiles, run, gflop))
   best = [np.inf] * len(kinds)
   for _ in range(reps):
     for i, kind in enumerate(kinds):
@@ -103,20 +104,6 @@ def bound(L, B, reps=30):
   return total, rows
 
 
-def measured(L, B, reps=7):
-  runs = {impl: bench.make_runner(impl, B, L, False, 'fwd+bwd')
-          for impl in ('chunked', 'torch')}
-  for run in runs.values():
-    run()
-  times = {impl: [] for impl in runs}
-  for r in range(reps):
-    for impl in np.random.default_rng(r).permutation(list(runs)):
-      t0 = time.perf_counter()
-      runs[impl]()
-      times[impl].append(time.perf_counter() - t0)
-  return {impl: float(np.median(t)) for impl, t in times.items()}
-
-
 def main():
   if bench.torch is None:
     sys.exit('chunked_matmuls.py compares against torch SDPA: pip install '
@@ -124,17 +111,21 @@ def main():
   print(f'{bench._cpu_name()}, {os.cpu_count()} cores; jax '
         f'{jax.__version__}, torch {bench.torch.__version__}; non-causal '
         'fwd+bwd, float32, N=8, H=64', flush=True)
-  for L, B in ((1024, 8), (2048, 4)):
+  for L in (1024, 2048):
+    B = bench.batch_for(L)
     total, rows = bound(L, B)
     for name, which, shape, rate, seconds in rows:
       print(f'  L={L} {which} {name:8s} batch x [rows, keys] {shape}: {rate:6.1f} GFLOP/s, '
             f'{seconds * 1e3:6.1f} ms', flush=True)
-    times = measured(L, B)
+    # Interleaved medians, as in attention.py.
+    results = bench.bench_config(L, False, 'fwd+bwd', 7,
+                                 ('chunked', 'torch'))['results']
+    chunked_s, torch_s = (results[impl]['ms'] / 1e3
+                          for impl in ('chunked', 'torch'))
     print(f'L={L}, B={B}: matmuls alone at those rates {total * 1e3:.0f} ms; '
-          f'chunked {times["chunked"] * 1e3:.0f} ms; torch SDPA '
-          f'{times["torch"] * 1e3:.0f} ms. bound/torch = '
-          f'{total / times["torch"]:.2f}, chunked/bound = '
-          f'{times["chunked"] / total:.2f}', flush=True)
+          f'chunked {chunked_s * 1e3:.0f} ms; torch SDPA '
+          f'{torch_s * 1e3:.0f} ms. bound/torch = {total / torch_s:.2f}, '
+          f'chunked/bound = {chunked_s / total:.2f}', flush=True)
 
 
 if __name__ == '__main__':
