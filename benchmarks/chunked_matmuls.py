@@ -7,7 +7,7 @@ Non-causal attention, float32, N=8, H=64, with the CPU defaults of
 forward+backward issues seven kinds of block matmul (forward: logits q·kᵀ and
 p·v; backward: the recomputed logits, dp, dv, dq and dk), each with the shapes
 and operand layouts that chunked.py gives it. For each kind this script
-measures XLA's rate on its own: a program of 16 independent such matmuls,
+measures XLA's rate on its own: a program of COPIES=16 independent matmuls,
 the fastest of 30 calls (the kinds take turns; an optimistic rate, as a
 bound should use). The bound is the time the whole forward+backward would
 take if every matmul ran at that rate and nothing else (softmax, masking,
@@ -55,8 +55,11 @@ MATMULS = (
 )
 
 
-def matmul_program(spec, sizes, copies=16):
-  """(run, GFLOP per run): `copies` independent matmuls of one kind."""
+COPIES = 16  # Independent matmuls per timed program.
+
+
+def matmul_program(spec, sizes):
+  """(run, GFLOP per run): COPIES independent matmuls of one kind."""
   operands = spec.split('->')[0].split(',')
   keys = jax.random.split(jax.random.key(0), 8)
   lhs = [jax.random.normal(keys[i], [sizes[c] for c in operands[0]])
@@ -64,9 +67,9 @@ def matmul_program(spec, sizes, copies=16):
   rhs = [jax.random.normal(keys[4 + i], [sizes[c] for c in operands[1]])
          for i in range(4)]
   program = jax.jit(lambda lhs, rhs: [jnp.einsum(spec, a, b) for a in lhs
-                                      for b in rhs][:copies])
+                                      for b in rhs][:COPIES])
   jax.block_until_ready(program(lhs, rhs))
-  gflop = copies * 2 * np.prod([sizes[c] for c in 'BKHrs']) / 1e9
+  gflop = COPIES * 2 * np.prod([sizes[c] for c in 'BKHrs']) / 1e9
   return lambda: jax.block_until_ready(program(lhs, rhs)), gflop
 
 
@@ -97,9 +100,8 @@ def bound(L, B, reps=30):
       best[i] = min(best[i], time.perf_counter() - t0)
   rows, total = [], 0.0
   for (name, which, shape, tiles, _, gflop), seconds in zip(kinds, best):
-    rate = gflop / seconds
-    pass_seconds = tiles * gflop / 16 / rate
-    rows.append((name, which, shape, rate, pass_seconds))
+    pass_seconds = tiles * seconds / COPIES
+    rows.append((name, which, shape, gflop / seconds, pass_seconds))
     total += pass_seconds
   return total, rows
 
@@ -115,8 +117,8 @@ def main():
     B = bench.batch_for(L)
     total, rows = bound(L, B)
     for name, which, shape, rate, seconds in rows:
-      print(f'  L={L} {which} {name:8s} batch x [rows, keys] {shape}: {rate:6.1f} GFLOP/s, '
-            f'{seconds * 1e3:6.1f} ms', flush=True)
+      print(f'  L={L} {which} {name:8s} batch x [rows, keys] {shape}: '
+            f'{rate:6.1f} GFLOP/s, {seconds * 1e3:6.1f} ms', flush=True)
     # Interleaved medians, as in attention.py.
     results = bench.bench_config(L, False, 'fwd+bwd', 7,
                                  ('chunked', 'torch'))['results']
