@@ -232,11 +232,12 @@ def chunked_attention(query: Array,
                      q_bwd=min(int(sizes.q_bwd), T),
                      k_bwd=min(int(sizes.k_bwd), S))
   causal = bool(is_causal)
+  tiles_fwd = _count_tiles(T, S, sizes.q, sizes.k, causal, ragged=False)
+  tiles_bwd = _count_tiles(T, S, sizes.q_bwd, sizes.k_bwd, causal,
+                           ragged=not dropout)
   if schedule is None:
-    blocks = (_count_tiles(T, S, sizes.q, sizes.k, causal, ragged=False)
-              + _count_tiles(T, S, sizes.q_bwd, sizes.k_bwd, causal,
-                             ragged=not dropout))
-    schedule = 'unrolled' if blocks <= MAX_UNROLLED_BLOCKS else 'loop'
+    schedule = ('unrolled' if tiles_fwd + tiles_bwd <= MAX_UNROLLED_BLOCKS
+                else 'loop')
   G = N // K
   bias4 = None if bias is None else _as_4d(bias)
   mask_bias = None
@@ -257,10 +258,8 @@ def chunked_attention(query: Array,
              .reshape(B, K, H, T * G)) * jnp.asarray(scale, query.dtype)
   kT_BKHS = key.transpose(0, 2, 3, 1)
   v_BKSH = value.transpose(0, 2, 1, 3)
-  if (schedule == 'unrolled' and jax.default_backend() == 'cpu' and
-      max(_count_tiles(T, S, sizes.q, sizes.k, causal, ragged=False),
-          _count_tiles(T, S, sizes.q_bwd, sizes.k_bwd, causal,
-                       ragged=False)) > 1):
+  if (schedule == 'unrolled' and jax.default_backend() == 'cpu'
+      and max(tiles_fwd, tiles_bwd) > 1):
     qT_BKHR, kT_BKHS, v_BKSH = _materialized(qT_BKHR, kT_BKHS, v_BKSH)
   rng = dropout_rng if dropout else None
   axis, n = _chain_split(B, K, default_chains(B, K, schedule) if chains is None
