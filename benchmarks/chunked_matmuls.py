@@ -1,20 +1,27 @@
-"""How fast could the chunked path be on XLA:CPU? A bound from its matmuls.
+"""How fast could the chunked path be on XLA:CPU? A floor from its parts.
 
   python benchmarks/chunked_matmuls.py
 
-Non-causal attention, float32, N=8, H=64, with the CPU defaults of
-``attention/chunked.py`` (block sizes, one computation per core). The chunked
-forward+backward issues seven kinds of block matmul (forward: logits q·kᵀ and
-p·v; backward: the recomputed logits, dp, dv, dq and dk), each with the shapes
-and operand layouts that chunked.py gives it. For each kind this script
-measures XLA's rate on its own: a program of COPIES=16 independent matmuls,
-the fastest of 30 calls (the kinds take turns; an optimistic rate, as a
-bound should use). The bound is the time the whole forward+backward would
-take if every matmul ran at that rate and nothing else (softmax, masking,
-slicing, the sums of the partial gradients) cost anything. It prints the bound
-next to the measured chunked and torch SDPA times (interleaved medians, one
-process), so the ratio bound ÷ torch says how close pure JAX can come to the
-fused kernel on this machine, whatever the rest of the code does.
+Float32, N=8, H=64, causal and not, with the CPU defaults of
+``attention/chunked.py`` (block sizes, one computation per core). A
+pure-JAX flash attention does, per block, a few matmuls and a few passes over
+the block's logits. The chunked forward+backward issues seven kinds of block
+matmul (forward: logits q·kᵀ and p·v; backward: the recomputed logits, dp, dv,
+dq and dk) and four such passes (forward: the row maximum, then the exp with
+its row sum; backward: the exp of the recomputed logits, then
+ds = p·(dp − delta)). For each kind this script measures XLA's rate on its
+own, with the shapes and operand layouts that chunked.py gives it: a program
+of COPIES=16 independent instances, the fastest of 30 calls (all kinds of
+all configurations take turns; an optimistic rate, as a floor should use).
+It adds them up over the pass's tiles (a causal tile that the diagonal cuts
+counts by its area). The floor is the time that the forward (and the
+forward+backward) would take if every part ran at its best rate and nothing
+else (masking, slicing, summing the partial gradients, page faults, cores
+left idle between operations) cost anything. It prints the floor next to the
+measured chunked and torch SDPA times (interleaved medians, one process),
+and the matmuls' time if every one of them ran at the rate of the fastest
+kind. floor ÷ torch says how close pure JAX can come to torch's fused kernel
+on this machine, whatever the rest of the code does.
 """
 
 from __future__ import annotations
@@ -54,56 +61,92 @@ MATMULS = (
     ('dk', 'BKsr,BKrH->BKsH', 'bwd'),
 )
 
+# (name, function of (block, other block, row vector), pass) for the passes
+# over a block that the online softmax and its gradient need, as chunked.py
+# writes them: forward blocks are [B, K, r, s], backward ones [B, K, s, r].
+# The row maximum subtracts a row vector as well, so that the copies of a
+# program differ (XLA would merge identical ones); it costs next to nothing
+# in a pass that is bound by reading the block.
+PASSES = (
+    ('row max', lambda s, _, m: jnp.max(s - m[..., None], axis=-1), 'fwd'),
+    ('exp, row sum', lambda s, _, m: (lambda p: (p, jnp.sum(p, axis=-1)))(
+        jnp.exp(s - m[..., None])), 'fwd'),
+    ('exp', lambda st, _, lse: jnp.exp(st - lse[:, :, None, :]), 'bwd'),
+    ('ds', lambda pt, dpt, delta: pt * (dpt - delta[:, :, None, :]), 'bwd'),
+)
 
-COPIES = 16  # Independent matmuls per timed program.
+COPIES = 16  # Independent instances per timed program.
 
 
-def matmul_program(spec, sizes):
-  """(run, GFLOP per run): COPIES independent matmuls of one kind."""
+def matmul_program(spec, dims):
+  """(run, GFLOP per instance): COPIES independent matmuls of one kind."""
   operands = spec.split('->')[0].split(',')
   keys = jax.random.split(jax.random.key(0), 8)
-  lhs = [jax.random.normal(keys[i], [sizes[c] for c in operands[0]])
+  lhs = [jax.random.normal(keys[i], [dims[c] for c in operands[0]])
          for i in range(4)]
-  rhs = [jax.random.normal(keys[4 + i], [sizes[c] for c in operands[1]])
+  rhs = [jax.random.normal(keys[4 + i], [dims[c] for c in operands[1]])
          for i in range(4)]
   program = jax.jit(lambda lhs, rhs: [jnp.einsum(spec, a, b) for a in lhs
                                       for b in rhs][:COPIES])
   jax.block_until_ready(program(lhs, rhs))
-  gflop = COPIES * 2 * np.prod([sizes[c] for c in 'BKHrs']) / 1e9
+  gflop = 2 * np.prod([dims[c] for c in 'BKHrs']) / 1e9
   return lambda: jax.block_until_ready(program(lhs, rhs)), gflop
 
 
-def bound(L, B, reps=30):
-  """(seconds, per-kind rows) if every block matmul ran at its best rate.
+def pass_program(fn, which, dims):
+  """(run, None): COPIES independent passes of one kind over a block."""
+  block = [dims[c] for c in ('BKsr' if which == 'bwd' else 'BKrs')]
+  keys = jax.random.split(jax.random.key(1), 8)
+  blocks = [jax.random.normal(keys[i], block) for i in range(4)]
+  rows = [jax.random.normal(keys[4 + i], [dims['B'], dims['K'], dims['r']])
+          for i in range(4)]
+  program = jax.jit(lambda blocks, rows: [
+      fn(blocks[i], blocks[(i + 1) % 4], row) for i in range(4)
+      for row in rows][:COPIES])
+  jax.block_until_ready(program(blocks, rows))
+  return lambda: jax.block_until_ready(program(blocks, rows)), None
 
-  The kinds run in turns, one call each per round, and each keeps its
-  fastest call (an optimistic rate, as a bound should use).
-  """
-  sizes = chunked.default_block_sizes(L, L, bench.HEAD_DIM, False, 'cpu')
+
+def tile_areas(L, causal, bq, bk, ragged):
+  """Sum of the pass's tile areas, in units of a full bq x bk tile."""
+  return sum(
+      (tile.bt - tile.row_off) * tile.bs / (bq * bk)
+      for i in range(-(-L // bq))
+      for tile in chunked._row_tiles(  # pylint: disable=protected-access
+          L, L, bq, bk, causal, ragged, i))
+
+
+CONFIGS = ((False, 1024), (False, 2048), (True, 1024), (True, 2048))
+
+
+def parts(L, B, causal):
+  """The kinds of part of one forward+backward: (name, pass, what, dims,
+  tiles), `tiles` in units of a full block, summed over the computations."""
+  sizes = chunked.default_block_sizes(L, L, bench.HEAD_DIM, causal, 'cpu')
   axis, chains = chunked._chain_split(  # pylint: disable=protected-access
       B, bench.N_HEADS, chunked.default_chains(B, bench.N_HEADS))
   b, k = (B // chains, bench.N_HEADS) if axis == 0 else (
       B, bench.N_HEADS // chains)
-  kinds = []
-  for name, spec, which in MATMULS:
+  rows = []
+  for name, what, which in MATMULS + PASSES:
     bq, bk = (sizes.q, sizes.k) if which == 'fwd' else (sizes.q_bwd,
                                                          sizes.k_bwd)
-    dims = dict(B=b, K=k, H=bench.HEAD_DIM, r=bq, s=bk)
-    tiles = chains * -(-L // bq) * -(-L // bk)
-    run, gflop = matmul_program(spec, dims)
-    kinds.append((name, which, f'{b}x{k} x [{bq}, {bk}]', tiles, run, gflop))
-  best = [np.inf] * len(kinds)
+    dims = (('B', b), ('K', k), ('H', bench.HEAD_DIM), ('r', bq), ('s', bk))
+    # Backward tiles are ragged (no dropout here): see chunked._row_tiles.
+    tiles = chains * tile_areas(L, causal, bq, bk, ragged=which == 'bwd')
+    rows.append((name, which, what, dims, tiles))
+  return rows
+
+
+def best_seconds(programs, reps=30):
+  """{key: fastest call} of every program, the programs taking turns."""
+  best = dict.fromkeys(programs, np.inf)
   for _ in range(reps):
-    for i, kind in enumerate(kinds):
+    for key, run in programs.items():
       t0 = time.perf_counter()
-      kind[4]()
-      best[i] = min(best[i], time.perf_counter() - t0)
-  rows, total = [], 0.0
-  for (name, which, shape, tiles, _, gflop), seconds in zip(kinds, best):
-    pass_seconds = tiles * seconds / COPIES
-    rows.append((name, which, shape, gflop / seconds, pass_seconds))
-    total += pass_seconds
-  return total, rows
+      run()
+      best[key] = min(best[key], time.perf_counter() - t0)
+  return best
 
 
 def main():
@@ -111,23 +154,56 @@ def main():
     sys.exit('chunked_matmuls.py compares against torch SDPA: pip install '
              'torch (CPU build) first.')
   print(f'{bench._cpu_name()}, {os.cpu_count()} cores; jax '
-        f'{jax.__version__}, torch {bench.torch.__version__}; non-causal '
-        'fwd+bwd, float32, N=8, H=64', flush=True)
-  for L in (1024, 2048):
+        f'{jax.__version__}, torch {bench.torch.__version__}; float32, N=8, '
+        'H=64', flush=True)
+  configs = {(causal, L): parts(L, bench.batch_for(L), causal)
+             for causal, L in CONFIGS}
+  # Each distinct (kind, shape) once, all timed in one round-robin, so that
+  # a burst of load elsewhere slows every one of them alike.
+  programs, gflops = {}, {}
+  for rows in configs.values():
+    for name, which, what, dims, _ in rows:
+      key = (name, which, dims)
+      if key not in programs:
+        programs[key], gflops[key] = (
+            matmul_program(what, dict(dims)) if isinstance(what, str)
+            else pass_program(what, which, dict(dims)))
+  best = best_seconds(programs)
+  fastest = max(COPIES * gflops[key] / best[key] for key in programs
+                if gflops[key] is not None)
+  for (causal, L), rows in configs.items():
     B = bench.batch_for(L)
-    total, rows = bound(L, B)
-    for name, which, shape, rate, seconds in rows:
-      print(f'  L={L} {which} {name:8s} batch x [rows, keys] {shape}: '
-            f'{rate:6.1f} GFLOP/s, {seconds * 1e3:6.1f} ms', flush=True)
+    what = f'{"causal" if causal else "non-causal"} L={L}, B={B}'
+    floor = {'fwd': 0.0, 'bwd': 0.0}
+    matmul_s = matmul_gflop = 0.0
+    for name, which, _, dims, tiles in rows:
+      key = (name, which, dims)
+      seconds = tiles * best[key] / COPIES
+      floor[which] += seconds
+      shape = '{}x{} x [{}, {}]'.format(*(n for _, n in dims[:2] + dims[3:]))
+      rate = ''
+      if gflops[key] is not None:
+        matmul_s += seconds
+        matmul_gflop += tiles * gflops[key]
+        rate = f'{COPIES * gflops[key] / best[key]:6.1f} GFLOP/s, '
+      print(f'  {what} {which} {name:12s} batch x [rows, keys] {shape}: '
+            f'{rate}{seconds * 1e3:6.1f} ms', flush=True)
     # Interleaved medians, as in attention.py.
-    results = bench.bench_config(L, False, 'fwd+bwd', 7,
-                                 ('chunked', 'torch'))['results']
-    chunked_s, torch_s = (results[impl]['ms'] / 1e3
-                          for impl in ('chunked', 'torch'))
-    print(f'L={L}, B={B}: matmuls alone at those rates {total * 1e3:.0f} ms; '
-          f'chunked {chunked_s * 1e3:.0f} ms; torch SDPA '
-          f'{torch_s * 1e3:.0f} ms. bound/torch = {total / torch_s:.2f}, '
-          f'chunked/bound = {chunked_s / total:.2f}', flush=True)
+    ms = {mode: {impl: r['ms'] for impl, r in bench.bench_config(
+        L, causal, mode, 7, ('chunked', 'torch'))['results'].items()}
+          for mode in ('fwd', 'fwd+bwd')}
+    total = (floor['fwd'] + floor['bwd']) * 1e3
+    print(f'{what}: forward floor {floor["fwd"] * 1e3:.0f} ms, chunked '
+          f'{ms["fwd"]["chunked"]:.0f} ms, torch SDPA {ms["fwd"]["torch"]:.0f} '
+          f'ms (floor ÷ torch {floor["fwd"] * 1e3 / ms["fwd"]["torch"]:.2f}). '
+          f'Forward+backward: matmuls all at the fastest kind\'s '
+          f'{fastest:.0f} GFLOP/s {matmul_gflop / fastest * 1e3:.0f} ms, at '
+          f'their own best rates '
+          f'{matmul_s * 1e3:.0f} ms, with the softmax passes (the floor) '
+          f'{total:.0f} ms, chunked {ms["fwd+bwd"]["chunked"]:.0f} ms, torch '
+          f'SDPA {ms["fwd+bwd"]["torch"]:.0f} ms. Floor ÷ torch '
+          f'{total / ms["fwd+bwd"]["torch"]:.2f}, chunked ÷ floor '
+          f'{ms["fwd+bwd"]["chunked"] / total:.2f}', flush=True)
 
 
 if __name__ == '__main__':
