@@ -1,0 +1,128 @@
+"""Page faults on XLA:CPU, and what transparent huge pages save.
+
+  python benchmarks/page_faults.py
+
+XLA:CPU gives each call of a compiled program a fresh temporary buffer. glibc
+serves a buffer this large (over its 32 MiB mmap threshold) with a new mmap
+and unmaps it when the call ends, so every call touches its temporaries
+afresh: one minor page fault, and a page cleared by the kernel, per 4 KiB.
+The chunked forward+backward's temporaries are 100-200 MiB (the operands
+written once in their matmul layouts, the blocks' buffers), so a call takes
+tens of thousands of faults. torch SDPA's kernel works in small per-thread
+buffers and takes none.
+
+With ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in the environment at process
+start, glibc asks for transparent huge pages (madvise) on the memory it maps,
+and a 2 MiB page faults once. This script runs the same calls in child
+processes with and without it, the children taking turns, and prints median
+times, minor faults per call and the ratios side by side. It needs the
+kernel's transparent huge pages set to 'madvise' or 'always'
+(/sys/kernel/mm/transparent_hugepage/enabled), and glibc 2.35 or later.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = '--_child'
+HUGETLB = 'glibc.malloc.hugetlb=1'
+THP = '/sys/kernel/mm/transparent_hugepage/enabled'
+# (implementation, causal, L) in the benchmark's shapes (attention.py).
+CONFIGS = (('chunked', True, 1024), ('torch', True, 1024),
+           ('chunked', False, 2048), ('torch', False, 2048),
+           ('xla', True, 512))
+ROUNDS = 2  # Children per setting, alternating.
+REPS = 7  # Timed calls per configuration in a child.
+
+
+def child():
+  """Times every configuration here; prints one JSON line."""
+  spec = importlib.util.spec_from_file_location(
+      'attention_benchmark', os.path.join(HERE, 'attention.py'))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = {}
+  for impl, causal, L in CONFIGS:
+    if impl == 'torch' and bench.torch is None:
+      continue
+    run = bench.make_runner(impl, bench.batch_for(L), L, causal, 'fwd+bwd')
+    run()
+    run()
+    times, faults = [], []
+    for _ in range(REPS):
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+      t0 = time.perf_counter()
+      run()
+      times.append(time.perf_counter() - t0)
+      faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    out[f'{impl} {causal} {L}'] = (float(np.median(times)),
+                                   float(np.median(faults)))
+  print(json.dumps(out), flush=True)
+
+
+def run_child(hugetlb):
+  env = dict(os.environ)
+  env.pop('GLIBC_TUNABLES', None)
+  if hugetlb:
+    env['GLIBC_TUNABLES'] = HUGETLB
+  done = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD],
+                        env=env, capture_output=True, text=True, check=False)
+  if done.returncode:
+    sys.exit(f'child (hugetlb={hugetlb}) failed:\n{done.stderr[-3000:]}')
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+  thp = open(THP).read().strip() if os.path.exists(THP) else 'absent'
+  print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} '
+        f'cores; glibc {platform.libc_ver()[1]}; transparent huge pages: '
+        f'{thp}; float32 fwd+bwd, N=8, H=64, B as in attention.py',
+        flush=True)
+  if '[never]' in thp:
+    print('Transparent huge pages are off on this kernel: the setting '
+          'cannot change anything here.')
+  results = {False: [], True: []}
+  for round_ in range(ROUNDS):
+    for hugetlb in (False, True):
+      print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}...',
+            flush=True)
+      results[hugetlb].append(run_child(hugetlb))
+  print(f'{"configuration":26s} {"default ms":>10s} {"faults":>7s} '
+        f'{"hugetlb ms":>10s} {"faults":>7s} {"hugetlb ÷ default":>17s}')
+  medians = {}
+  for name in results[False][0]:
+    row = []
+    for hugetlb in (False, True):
+      ms = float(np.median([r[name][0] for r in results[hugetlb]])) * 1e3
+      faults = float(np.median([r[name][1] for r in results[hugetlb]]))
+      medians[(name, hugetlb)] = ms
+      row += [ms, faults]
+    impl, causal, L = name.split()
+    label = f'{impl}, {"causal" if causal == "True" else "non-causal"} L={L}'
+    print(f'{label:26s} {row[0]:10.0f} {row[1]:7.0f} {row[2]:10.0f} '
+          f'{row[3]:7.0f} {row[2] / row[0]:17.2f}')
+  for causal, L in (('True', 1024), ('False', 2048)):
+    names = [f'{impl} {causal} {L}' for impl in ('torch', 'chunked')]
+    if all((n, False) in medians for n in names):
+      ratios = [medians[(names[0], h)] / medians[(names[1], h)]
+                for h in (False, True)]
+      print(f'torch ÷ chunked, {"causal" if causal == "True" else "non-causal"}'
+            f' L={L}: {ratios[0]:.2f} by default, {ratios[1]:.2f} with '
+            'hugetlb')
+
+
+if __name__ == '__main__':
+  if CHILD in sys.argv:
+    child()
+  else:
+    main()
