@@ -15,7 +15,11 @@ Implementations, all on the same inputs (float32, N=8 heads, H=64):
 For each length, causal or not, and forward or forward+backward, the
 implementations run in turns (one call each per round, in a fresh random
 order each round) after a warm-up call, and each reports the median of its
-rounds, so that load from other processes hits all of them alike. Ratios come
+rounds, so that load from other processes hits all of them alike. A
+configuration runs at least --reps rounds, and more where calls are short
+(enough for MIN_SECONDS of calls of its slowest implementation, at most
+MAX_REPS): at L=128, medians of 5 rounds of one computation (the chunked
+and None columns) differed by up to 18% on this machine. Ratios come
 from one run. torch runs with OMP_WAIT_POLICY=PASSIVE so that its idle
 threads do not spin on the CPU the next implementation needs.
 
@@ -214,7 +218,13 @@ def load_snapshot():
   return {'loadavg': os.getloadavg(), 'busy_by_others': others}
 
 
-def bench_config(L, causal, mode, reps, impls):
+MIN_SECONDS = 2.0  # Per implementation and configuration, when calls are short.
+MAX_REPS = 41
+
+
+def bench_config(L, causal, mode, reps, impls, min_seconds=MIN_SECONDS):
+  """Times `impls` in turns: at least `reps` rounds, or as many (up to
+  MAX_REPS) as take `min_seconds` of the slowest implementation's calls."""
   B = batch_for(L)
   runners, results = {}, {}
   for impl in impls:
@@ -230,6 +240,13 @@ def bench_config(L, causal, mode, reps, impls):
     run()  # Compile and warm up.
     results[impl] = {'compile_s': time.perf_counter() - t0}
     runners[impl] = run
+  slowest = 0.0
+  for run in runners.values():
+    t0 = time.perf_counter()
+    run()
+    slowest = max(slowest, time.perf_counter() - t0)
+  if runners:
+    reps = max(reps, min(MAX_REPS, math.ceil(min_seconds / slowest)))
   times = {impl: [] for impl in runners}
   order = list(runners)
   shuffle = np.random.default_rng(L * 4 + 2 * causal + (mode == 'fwd'))
@@ -477,13 +494,26 @@ NOTES = """## Notes
   layout — q·kᵀ is fastest with the head dim major in both operands, and
   matmuls contracting over 512 rows beat those contracting over 128; an
   elementwise select on a block costs a separate slow pass where an added
-  bias is fused into the softmax; and every buffer beyond the process's
-  reusable heap is mapped afresh on every call, so temporary memory costs
-  time (page faults) as well as space. Hence: forward blocks of 128 queries ×
-  512 keys, backward blocks of 512 queries × 128 keys, masks as additive
-  biases, blocks chained so that XLA reuses their buffers, and one
+  bias is fused into the exp; XLA fuses an operand's transpose into every
+  block's slice of it unless the transposed operand is written once; and
+  every buffer beyond the process's reusable heap is mapped afresh on every
+  call, so temporary memory costs time (page faults) as well as space.
+  Hence: forward blocks of 128 queries × 512 keys, backward blocks of 512
+  queries × 128 keys, masks as additive biases, q, k and v transposed once
+  per call, blocks chained so that XLA reuses their buffers, and one
   independent chain per core (over batch or key/value heads) so that both
   cores multiply at once (`chunked.default_chains`; unrolled schedule only).
+- How close pure JAX can come: `benchmarks/chunked_matmuls.py` adds up the
+  chunked pass's block matmuls and softmax passes, each at its best measured
+  rate. In its run of 2026-11-29 on this machine, that floor alone took
+  1.07-1.19× of torch's forward+backward time non-causal (L = 1024, 2048),
+  so there pure JAX cannot reach parity, and 0.85-0.91× causal, which leaves
+  10-18% for everything else, where the chunked path spends 35-60%.
+- Page faults: `benchmarks/page_faults.py` measured what
+  `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (transparent huge pages for
+  glibc's mappings) saves: 0.87× the time for chunked causal fwd+bwd at
+  L=1024 and 0.66× for 'xla' at L=512 (same day). The tables here run
+  without it, as a default install does.
 - Timing is noisy on a shared 2-core machine; compare ratios within this run
   only. Even on a quiet machine, two columns that run the same compiled
   computation (chunked and None) differed by up to 1.7x in single cells.
