@@ -529,7 +529,7 @@ def main():
   parser.add_argument('--lengths', default=None,
                       help='comma-separated lengths (default 128..8192)')
   parser.add_argument('--reps', type=int, default=None,
-                      help='rounds per configuration')
+                      help='least rounds per configuration (default 5, --quick 3)')
   parser.add_argument('--out', default=os.path.join(ROOT, 'BENCHMARKS.md'))
   parser.add_argument('--plot', default=os.path.join(HERE, 'attention.png'))
   parser.add_argument('--json', default=os.path.join(HERE, 'attention.json'))
@@ -577,7 +577,7 @@ def main():
   print(f'matmul peak: {meta["matmul_peak_gflops"]}', flush=True)
   rows = []
   for L in lengths:
-    reps = args.reps or (3 if args.quick else (5 if L <= 1024 else 3))
+    reps = args.reps or (3 if args.quick else 5)
     for causal in (True, False):
       for mode in ('fwd', 'fwd+bwd'):
         if (L, causal, mode) in done:
