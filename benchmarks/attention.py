@@ -515,8 +515,11 @@ NOTES = """## Notes
   L=1024 and 0.66× for 'xla' at L=512 (same day). The tables here run
   without it, as a default install does.
 - Timing is noisy on a shared 2-core machine; compare ratios within this run
-  only. Even on a quiet machine, two columns that run the same compiled
-  computation (chunked and None) differed by up to 1.7x in single cells.
+  only. Even on a quiet machine, the chunked and None columns, which run the
+  same program (their optimized HLO is identical), have differed by up to
+  1.2-1.7x in single cells. Timed alone in a process of their own, the two
+  take the same time (L=2048, causal, fwd: 259 and 258 ms, medians of 15,
+  on 2026-11-29, where that day's table had 180 and 214).
 - Not done: a Pallas kernel for GPU/TPU (the chunked path is pure JAX there
   too, and unmeasured); torch parity on CPU (see the targets above).
 """
@@ -529,7 +532,8 @@ def main():
   parser.add_argument('--lengths', default=None,
                       help='comma-separated lengths (default 128..8192)')
   parser.add_argument('--reps', type=int, default=None,
-                      help='least rounds per configuration (default 5, --quick 3)')
+                      help='least rounds per configuration (default 5, '
+                      '--quick 3)')
   parser.add_argument('--out', default=os.path.join(ROOT, 'BENCHMARKS.md'))
   parser.add_argument('--plot', default=os.path.join(HERE, 'attention.png'))
   parser.add_argument('--json', default=os.path.join(HERE, 'attention.json'))
