@@ -83,7 +83,10 @@ def run_child(hugetlb):
 
 
 def main():
-  thp = open(THP).read().strip() if os.path.exists(THP) else 'absent'
+  thp = 'absent'
+  if os.path.exists(THP):
+    with open(THP) as f:
+      thp = f.read().strip()
   print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} '
         f'cores; glibc {platform.libc_ver()[1]}; transparent huge pages: '
         f'{thp}; float32 fwd+bwd, N=8, H=64, B as in attention.py',
