@@ -1,6 +1,7 @@
 """Page faults on XLA:CPU, and what transparent huge pages save.
 
-  python benchmarks/page_faults.py
+  python benchmarks/page_faults.py                # attention calls
+  python benchmarks/page_faults.py --train_step   # the translate train step
 
 XLA:CPU gives each call of a compiled program a fresh temporary buffer. glibc
 serves a buffer this large (over its 32 MiB mmap threshold) with a new mmap
@@ -15,13 +16,17 @@ With ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` in the environment at process
 start, glibc asks for transparent huge pages (madvise) on the memory it maps,
 and a 2 MiB page faults once. This script runs the same calls in child
 processes with and without it, the children taking turns, and prints median
-times, minor faults per call and the ratios side by side. It needs the
+times, minor faults per call and the ratios side by side. With --train_step
+the children are ``benchmarks/train_step.py`` runs instead (tokens/s of the
+default translate Transformer's training loop, by attention layer). It needs
+the
 kernel's transparent huge pages set to 'madvise' or 'always'
 (/sys/kernel/mm/transparent_hugepage/enabled), and glibc 2.35 or later.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -70,36 +75,76 @@ def child():
   print(json.dumps(out), flush=True)
 
 
-def run_child(hugetlb):
+def run_child(hugetlb, command):
+  """The child's stdout; `command` runs with or without the tunable."""
   env = dict(os.environ)
   env.pop('GLIBC_TUNABLES', None)
   if hugetlb:
     env['GLIBC_TUNABLES'] = HUGETLB
-  done = subprocess.run([sys.executable, os.path.abspath(__file__), CHILD],
-                        env=env, capture_output=True, text=True, check=False)
+  done = subprocess.run([sys.executable] + command, env=env,
+                        capture_output=True, text=True, check=False)
   if done.returncode:
     sys.exit(f'child (hugetlb={hugetlb}) failed:\n{done.stderr[-3000:]}')
-  return json.loads(done.stdout.strip().splitlines()[-1])
+  return done.stdout
+
+
+def train_step_tokens(stdout):
+  """{variant: tokens/s} from train_step.py's printed table."""
+  tokens = {}
+  for line in stdout.splitlines():
+    cells = [c.strip() for c in line.strip().strip('|').split('|')]
+    if len(cells) == 5 and cells[1].replace(',', '').isdigit():
+      tokens[cells[0]] = float(cells[1].replace(',', ''))
+  if not tokens:
+    sys.exit(f'no train-step table in the child\'s output:\n{stdout[-2000:]}')
+  return tokens
+
+
+def compare_train_step():
+  command = [os.path.join(HERE, 'train_step.py'), '--out', '', '--rounds',
+             '1']
+  results = {False: [], True: []}
+  for round_ in range(ROUNDS):
+    for hugetlb in (False, True):
+      print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}: '
+            'train_step.py...', flush=True)
+      results[hugetlb].append(train_step_tokens(run_child(hugetlb, command)))
+  print(f'{"train step, attention":22s} {"default tokens/s":>16s} '
+        f'{"hugetlb tokens/s":>16s} {"hugetlb ÷ default":>17s}')
+  for variant in results[False][0]:
+    speed = [float(np.median([r[variant] for r in results[h]]))
+             for h in (False, True)]
+    print(f'{variant:22s} {speed[0]:16,.0f} {speed[1]:16,.0f} '
+          f'{speed[1] / speed[0]:17.2f}')
 
 
 def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--train_step', action='store_true',
+                      help='compare train_step.py runs instead')
+  args = parser.parse_args()
   thp = 'absent'
   if os.path.exists(THP):
     with open(THP) as f:
       thp = f.read().strip()
   print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} '
         f'cores; glibc {platform.libc_ver()[1]}; transparent huge pages: '
-        f'{thp}; float32 fwd+bwd, N=8, H=64, B as in attention.py',
-        flush=True)
+        f'{thp}', flush=True)
   if '[never]' in thp:
     print('Transparent huge pages are off on this kernel: the setting '
           'cannot change anything here.')
+  if args.train_step:
+    print('train_step.py with its defaults, one round per child', flush=True)
+    compare_train_step()
+    return
+  print('float32 fwd+bwd, N=8, H=64, B as in attention.py', flush=True)
   results = {False: [], True: []}
   for round_ in range(ROUNDS):
     for hugetlb in (False, True):
       print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}...',
             flush=True)
-      results[hugetlb].append(run_child(hugetlb))
+      stdout = run_child(hugetlb, [os.path.abspath(__file__), CHILD])
+      results[hugetlb].append(json.loads(stdout.strip().splitlines()[-1]))
   print(f'{"configuration":26s} {"default ms":>10s} {"faults":>7s} '
         f'{"hugetlb ms":>10s} {"faults":>7s} {"hugetlb ÷ default":>17s}')
   medians = {}
