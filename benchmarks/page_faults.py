@@ -50,6 +50,10 @@ ROUNDS = 2  # Children per setting, alternating.
 REPS = 7  # Timed calls per configuration in a child.
 
 
+def label(impl, causal, L):
+  return f'{impl}, {"causal" if causal else "non-causal"} L={L}'
+
+
 def child():
   """Times every configuration here; prints one JSON line."""
   spec = importlib.util.spec_from_file_location(
@@ -70,7 +74,7 @@ def child():
       run()
       times.append(time.perf_counter() - t0)
       faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    out[f'{impl} {causal} {L}'] = (float(np.median(times)),
+    out[label(impl, causal, L)] = (float(np.median(times)),
                                    float(np.median(faults)))
   print(json.dumps(out), flush=True)
 
@@ -88,6 +92,18 @@ def run_child(hugetlb, command):
   return done.stdout
 
 
+def alternating(command, parse):
+  """{hugetlb: [parse(stdout) per child]}, ROUNDS children per setting,
+  the settings taking turns."""
+  results = {False: [], True: []}
+  for round_ in range(ROUNDS):
+    for hugetlb in (False, True):
+      print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}...',
+            flush=True)
+      results[hugetlb].append(parse(run_child(hugetlb, command)))
+  return results
+
+
 def train_step_tokens(stdout):
   """{variant: tokens/s} from train_step.py's printed table."""
   tokens = {}
@@ -101,14 +117,9 @@ def train_step_tokens(stdout):
 
 
 def compare_train_step():
-  command = [os.path.join(HERE, 'train_step.py'), '--out', '', '--rounds',
-             '1']
-  results = {False: [], True: []}
-  for round_ in range(ROUNDS):
-    for hugetlb in (False, True):
-      print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}: '
-            'train_step.py...', flush=True)
-      results[hugetlb].append(train_step_tokens(run_child(hugetlb, command)))
+  print('train_step.py with its defaults, one round per child', flush=True)
+  results = alternating([os.path.join(HERE, 'train_step.py'), '--out', '',
+                         '--rounds', '1'], train_step_tokens)
   print(f'{"train step, attention":22s} {"default tokens/s":>16s} '
         f'{"hugetlb tokens/s":>16s} {"hugetlb ÷ default":>17s}')
   for variant in results[False][0]:
@@ -116,6 +127,30 @@ def compare_train_step():
              for h in (False, True)]
     print(f'{variant:22s} {speed[0]:16,.0f} {speed[1]:16,.0f} '
           f'{speed[1] / speed[0]:17.2f}')
+
+
+def compare_attention():
+  print('float32 fwd+bwd, N=8, H=64, B as in attention.py', flush=True)
+  results = alternating([os.path.abspath(__file__), CHILD],
+                        lambda out: json.loads(out.strip().splitlines()[-1]))
+  print(f'{"configuration":26s} {"default ms":>10s} {"faults":>7s} '
+        f'{"hugetlb ms":>10s} {"faults":>7s} {"hugetlb ÷ default":>17s}')
+  ms = {}
+  for name in results[False][0]:
+    row = []
+    for hugetlb in (False, True):
+      ms[(name, hugetlb)] = float(
+          np.median([r[name][0] for r in results[hugetlb]])) * 1e3
+      row += [ms[(name, hugetlb)],
+              float(np.median([r[name][1] for r in results[hugetlb]]))]
+    print(f'{name:26s} {row[0]:10.0f} {row[1]:7.0f} {row[2]:10.0f} '
+          f'{row[3]:7.0f} {row[2] / row[0]:17.2f}')
+  for causal, L in ((True, 1024), (False, 2048)):
+    names = [label(impl, causal, L) for impl in ('torch', 'chunked')]
+    if all((n, False) in ms for n in names):
+      ratios = [ms[(names[0], h)] / ms[(names[1], h)] for h in (False, True)]
+      print(f'torch ÷ chunked, {names[1].split(", ")[1]}: {ratios[0]:.2f} by '
+            f'default, {ratios[1]:.2f} with hugetlb')
 
 
 def main():
@@ -134,39 +169,9 @@ def main():
     print('Transparent huge pages are off on this kernel: the setting '
           'cannot change anything here.')
   if args.train_step:
-    print('train_step.py with its defaults, one round per child', flush=True)
     compare_train_step()
-    return
-  print('float32 fwd+bwd, N=8, H=64, B as in attention.py', flush=True)
-  results = {False: [], True: []}
-  for round_ in range(ROUNDS):
-    for hugetlb in (False, True):
-      print(f'  round {round_ + 1}/{ROUNDS}, hugetlb={hugetlb}...',
-            flush=True)
-      stdout = run_child(hugetlb, [os.path.abspath(__file__), CHILD])
-      results[hugetlb].append(json.loads(stdout.strip().splitlines()[-1]))
-  print(f'{"configuration":26s} {"default ms":>10s} {"faults":>7s} '
-        f'{"hugetlb ms":>10s} {"faults":>7s} {"hugetlb ÷ default":>17s}')
-  medians = {}
-  for name in results[False][0]:
-    row = []
-    for hugetlb in (False, True):
-      ms = float(np.median([r[name][0] for r in results[hugetlb]])) * 1e3
-      faults = float(np.median([r[name][1] for r in results[hugetlb]]))
-      medians[(name, hugetlb)] = ms
-      row += [ms, faults]
-    impl, causal, L = name.split()
-    label = f'{impl}, {"causal" if causal == "True" else "non-causal"} L={L}'
-    print(f'{label:26s} {row[0]:10.0f} {row[1]:7.0f} {row[2]:10.0f} '
-          f'{row[3]:7.0f} {row[2] / row[0]:17.2f}')
-  for causal, L in (('True', 1024), ('False', 2048)):
-    names = [f'{impl} {causal} {L}' for impl in ('torch', 'chunked')]
-    if all((n, False) in medians for n in names):
-      ratios = [medians[(names[0], h)] / medians[(names[1], h)]
-                for h in (False, True)]
-      print(f'torch ÷ chunked, {"causal" if causal == "True" else "non-causal"}'
-            f' L={L}: {ratios[0]:.2f} by default, {ratios[1]:.2f} with '
-            'hugetlb')
+  else:
+    compare_attention()
 
 
 if __name__ == '__main__':
