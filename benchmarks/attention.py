@@ -511,8 +511,9 @@ NOTES = """## Notes
   10-18% for everything else, where the chunked path spends 35-60%.
 - Page faults: `benchmarks/page_faults.py` measured what
   `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (transparent huge pages for
-  glibc's mappings) saves: 0.87× the time for chunked causal fwd+bwd at
-  L=1024 and 0.66× for 'xla' at L=512 (same day). The tables here run
+  glibc's mappings) saves: 0.87-0.93× the time for chunked causal fwd+bwd
+  at L=1024, 0.65-0.66× for 'xla' at L=512 (two runs the same day), and
+  1.27-1.35× the tokens/s of the translate train step. The tables here run
   without it, as a default install does.
 - Timing is noisy on a shared 2-core machine; compare ratios within this run
   only. Even on a quiet machine, the chunked and None columns, which run the
