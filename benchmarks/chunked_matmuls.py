@@ -78,33 +78,34 @@ PASSES = (
 COPIES = 16  # Independent instances per timed program.
 
 
+def _copies(fn, xs, ys):
+  """A runner of one program: fn over COPIES of the (x, y) pairs."""
+  program = jax.jit(lambda xs, ys: [fn(x, y) for x in xs for y in ys][:COPIES])
+  jax.block_until_ready(program(xs, ys))
+  return lambda: jax.block_until_ready(program(xs, ys))
+
+
+def _normals(seed, shape, count=4):
+  keys = jax.random.split(jax.random.key(seed), count)
+  return [jax.random.normal(key, shape) for key in keys]
+
+
 def matmul_program(spec, dims):
   """(run, GFLOP per instance): COPIES independent matmuls of one kind."""
-  operands = spec.split('->')[0].split(',')
-  keys = jax.random.split(jax.random.key(0), 8)
-  lhs = [jax.random.normal(keys[i], [dims[c] for c in operands[0]])
-         for i in range(4)]
-  rhs = [jax.random.normal(keys[4 + i], [dims[c] for c in operands[1]])
-         for i in range(4)]
-  program = jax.jit(lambda lhs, rhs: [jnp.einsum(spec, a, b) for a in lhs
-                                      for b in rhs][:COPIES])
-  jax.block_until_ready(program(lhs, rhs))
+  lhs, rhs = (_normals(seed, [dims[c] for c in operand]) for seed, operand
+              in enumerate(spec.split('->')[0].split(',')))
   gflop = 2 * np.prod([dims[c] for c in 'BKHrs']) / 1e9
-  return lambda: jax.block_until_ready(program(lhs, rhs)), gflop
+  return _copies(lambda a, b: jnp.einsum(spec, a, b), lhs, rhs), gflop
 
 
 def pass_program(fn, which, dims):
   """(run, None): COPIES independent passes of one kind over a block."""
-  block = [dims[c] for c in ('BKsr' if which == 'bwd' else 'BKrs')]
-  keys = jax.random.split(jax.random.key(1), 8)
-  blocks = [jax.random.normal(keys[i], block) for i in range(4)]
-  rows = [jax.random.normal(keys[4 + i], [dims['B'], dims['K'], dims['r']])
-          for i in range(4)]
-  program = jax.jit(lambda blocks, rows: [
-      fn(blocks[i], blocks[(i + 1) % 4], row) for i in range(4)
-      for row in rows][:COPIES])
-  jax.block_until_ready(program(blocks, rows))
-  return lambda: jax.block_until_ready(program(blocks, rows)), None
+  blocks = _normals(2, [dims[c] for c in ('BKsr' if which == 'bwd' else
+                                            'BKrs')])
+  rows = _normals(3, [dims['B'], dims['K'], dims['r']])
+  # Each block pairs with the next one, for the passes that read two.
+  pairs = [(blocks[i], blocks[(i + 1) % 4]) for i in range(4)]
+  return _copies(lambda pair, row: fn(*pair, row), pairs, rows), None
 
 
 def tile_areas(L, causal, bq, bk, ragged):
