@@ -3,14 +3,14 @@
   python benchmarks/chunked_matmuls.py
 
 Float32, N=8, H=64, causal and not, with the CPU defaults of
-``attention/chunked.py`` (block sizes, one computation per core). A
+``attention/chunked/`` (block sizes, one computation per core). A
 pure-JAX flash attention does, per block, a few matmuls and a few passes over
 the block's logits. The chunked forward+backward issues seven kinds of block
 matmul (forward: logits q·kᵀ and p·v; backward: the recomputed logits, dp, dv,
 dq and dk) and four such passes (forward: the row maximum, then the exp with
 its row sum; backward: the exp of the recomputed logits, then
 ds = p·(dp − delta)). For each kind this script measures XLA's rate on its
-own, with the shapes and operand layouts that chunked.py gives it: a program
+own, with the shapes and operand layouts that chunked/ gives it: a program
 of COPIES=16 independent instances, the fastest of 30 calls (all kinds of
 all configurations take turns; an optimistic rate, as a floor should use).
 It adds them up over the pass's tiles (a causal tile that the diagonal cuts
@@ -33,23 +33,26 @@ import time
 
 import numpy as np
 
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # See attention.py.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # See attention_speed.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
 from attention import chunked  # pylint: disable=g-import-not-at-top
+from attention.chunked import blocks  # pylint: disable=g-import-not-at-top
+from attention.chunked import flash  # pylint: disable=g-import-not-at-top
 
-# benchmarks/attention.py (its runners and constants), loaded under another
-# name: `attention` is the package.
+# benchmarks/attention_speed.py (its runners and constants), loaded by path:
+# benchmarks/ is not a package.
 _SPEC = importlib.util.spec_from_file_location(
-    'attention_benchmark',
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), 'attention.py'))
+    'attention_speed',
+    os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                 'attention_speed.py'))
 bench = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(bench)
 
-# (name, einsum as chunked.py writes it, pass): letters B, K batch; H head
+# (name, einsum as chunked/ writes it, pass): letters B, K batch; H head
 # dim; r query rows of a block; s keys of a block.
 MATMULS = (
     ('logits', 'BKHr,BKHs->BKrs', 'fwd'),
@@ -62,7 +65,7 @@ MATMULS = (
 )
 
 # (name, function of (block, other block, row vector), pass) for the passes
-# over a block that the online softmax and its gradient need, as chunked.py
+# over a block that the online softmax and its gradient need, as chunked/
 # writes them: forward blocks are [B, K, r, s], backward ones [B, K, s, r].
 # The row maximum subtracts a row vector as well, so that the copies of a
 # program differ (XLA would merge identical ones); it costs next to nothing
@@ -113,8 +116,7 @@ def tile_areas(L, causal, bq, bk, ragged):
   return sum(
       (tile.bt - tile.row_off) * tile.bs / (bq * bk)
       for i in range(-(-L // bq))
-      for tile in chunked._row_tiles(  # pylint: disable=protected-access
-          L, L, bq, bk, causal, ragged, i))
+      for tile in blocks.row_tiles(L, L, bq, bk, causal, ragged, i))
 
 
 CONFIGS = ((False, 1024), (False, 2048), (True, 1024), (True, 2048))
@@ -124,7 +126,7 @@ def parts(L, B, causal):
   """The kinds of part of one forward+backward: (name, pass, what, dims,
   tiles), `tiles` in units of a full block, summed over the computations."""
   sizes = chunked.default_block_sizes(L, L, bench.HEAD_DIM, causal, 'cpu')
-  axis, chains = chunked._chain_split(  # pylint: disable=protected-access
+  axis, chains = flash._chain_split(  # pylint: disable=protected-access
       B, bench.N_HEADS, chunked.default_chains(B, bench.N_HEADS))
   b, k = (B // chains, bench.N_HEADS) if axis == 0 else (
       B, bench.N_HEADS // chains)
@@ -133,7 +135,7 @@ def parts(L, B, causal):
     bq, bk = (sizes.q, sizes.k) if which == 'fwd' else (sizes.q_bwd,
                                                          sizes.k_bwd)
     dims = (('B', b), ('K', k), ('H', bench.HEAD_DIM), ('r', bq), ('s', bk))
-    # Backward tiles are ragged (no dropout here): see chunked._row_tiles.
+    # Backward tiles are ragged (no dropout here): see blocks.row_tiles.
     tiles = chains * tile_areas(L, causal, bq, bk, ragged=which == 'bwd')
     rows.append((name, which, what, dims, tiles))
   return rows
@@ -189,7 +191,7 @@ def main():
         rate = f'{COPIES * gflops[key] / best[key]:6.1f} GFLOP/s, '
       print(f'  {what} {which} {name:12s} batch x [rows, keys] {shape}: '
             f'{rate}{seconds * 1e3:6.1f} ms', flush=True)
-    # Interleaved medians, as in attention.py.
+    # Interleaved medians, as in attention_speed.py.
     ms = {mode: {impl: r['ms'] for impl, r in bench.bench_config(
         L, causal, mode, 7, ('chunked', 'torch'))['results'].items()}
           for mode in ('fwd', 'fwd+bwd')}

@@ -2,7 +2,7 @@
 
 Small shapes with small blocks, so every case runs several query and key
 blocks, ragged diagonal tiles and edge blocks shorter than the block size.
-No timing assertions here: speed is measured by benchmarks/attention.py.
+No timing assertions here: speed is measured by benchmarks/attention_speed.py.
 """
 
 import functools
@@ -16,6 +16,8 @@ from attention import chunked
 from attention import dot_product
 from attention import dot_product_attention
 from attention import make_padding_mask
+from attention.chunked import blocks
+from attention.chunked import flash
 
 SMALL = chunked.BlockSizes(q=8, k=16, q_bwd=16, k_bwd=8)
 
@@ -139,11 +141,11 @@ def test_independent_chains_equal_xla(B, K, chains, bias_kind, schedule):
 
 
 def test_chain_split():
-  assert chunked._chain_split(8, 8, 4) == (0, 4)
-  assert chunked._chain_split(1, 8, 4) == (1, 4)
-  assert chunked._chain_split(3, 2, 4) == (0, 3)
-  assert chunked._chain_split(1, 1, 4) == (0, 1)
-  assert chunked._chain_split(5, 7, 4) == (0, 1)  # Neither 2, 3 nor 4 divides.
+  assert flash._chain_split(8, 8, 4) == (0, 4)
+  assert flash._chain_split(1, 8, 4) == (1, 4)
+  assert flash._chain_split(3, 2, 4) == (0, 3)
+  assert flash._chain_split(1, 1, 4) == (0, 1)
+  assert flash._chain_split(5, 7, 4) == (0, 1)  # Neither 2, 3 nor 4 divides.
   assert chunked.default_chains(8, 8, platform='cpu', cores=2) == 2
   assert chunked.default_chains(8, 8, platform='cpu', cores=16) == 4
   assert chunked.default_chains(1, 1, platform='cpu', cores=16) == 1
@@ -286,7 +288,7 @@ def test_no_full_matrix_in_memory():
 def test_unrolled_program_transposes_its_operands_once():
   # Left to itself, XLA fuses the key transpose into every block's slice of
   # the keys (73 transposes in this forward, one per block read; see
-  # chunked._materialized): written once, there are 3 (q, k, v).
+  # blocks.materialized): written once, there are 3 (q, k, v).
   q = jax.ShapeDtypeStruct((2, 64, 4, 8), jnp.float32)
   forward = functools.partial(chunked.chunked_attention, chains=1,
                               block_sizes=SMALL, schedule='unrolled')
@@ -304,7 +306,7 @@ def test_written_once_operands_keep_their_values():
   # The always-true predicate holds for NaN too (the output stays NaN, as in
   # 'xla'), and under vmap, where the conditional becomes a select.
   x = jnp.arange(6.0).reshape(2, 3).at[0, 0].set(jnp.nan)
-  (got,) = chunked._materialized(x)
+  (got,) = blocks.materialized(x)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(x))
   q, k, v, _ = inputs(5, 3, 12, 12, 2, 2, 8)
   attend = functools.partial(chunked.chunked_attention, block_sizes=SMALL,
