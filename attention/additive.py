@@ -1,7 +1,6 @@
 """Additive (Bahdanau) and multiplicative (Luong 'general') attention, flax.linen.
 
-Axis legend: B batch, T query steps, S keys, A alignment (hidden) size,
-Dq query features, Dk key features, Dv value features.
+Shapes use the package's axis legend (see attention/__init__.py).
 
 Both modules share one calling convention, so an RNN decoder can swap them:
 

@@ -1,8 +1,7 @@
 """Scaled dot-product attention with grouped-query heads, one function for all.
 
-Axis legend: B batch, T query length, S key length, N query heads,
-K key/value heads (N divisible by K; each group of G = N // K consecutive query
-heads shares one key/value head), H head dim.
+Each group of G = N // K consecutive query heads shares one key/value head.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations

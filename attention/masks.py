@@ -5,7 +5,7 @@ boolean array, ``True`` where a query may attend to a key. Masks are built with
 the full 4-D layout ``[B, N, T, S]`` in mind and use size-1 axes where they do
 not depend on an axis, so they broadcast against each other and against logits.
 
-Axis legend: B batch, N heads, T query length, S key length.
+Shapes use the package's axis legend (see attention/__init__.py).
 
 Policy for a query row that may attend to nothing (every key masked): its
 attention weights are all zero and its output is zero, in values and in

@@ -1,7 +1,6 @@
 """Multi-head attention (flax.linen) with grouped-query heads and a prefill cache.
 
-Axis legend: B batch, T query length, S key length, N query heads,
-K key/value heads, H head dim, D input (model) dim.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ q then have the dot product of the unrotated vectors with a rotation by
 (p - q)·θ between them: attention scores depend on relative, not absolute,
 positions, and no position vector is added to the embeddings.
 
-Axis legend: B batch, L length, N heads, H head dim.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations

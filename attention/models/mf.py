@@ -21,7 +21,7 @@ The interface of every movie model (attention.tasks.movies):
   ``score_next(inputs_BL, length_B, user_B, candidates_BC=None)``
       -> (scores [B, C] or [B, M + 1], aux): the item after the whole history.
 
-Axis legend: B batch, L history length, C candidates, D embedding size.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations

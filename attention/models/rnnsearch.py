@@ -24,7 +24,8 @@ Config fields (``config.model``):
   readout_dim: maxout output size (each unit the max of two).
   dropout_rate: dropout on embeddings and the readout.
 
-Axis legend: B batch, S source length, T target length, V vocabulary.
+Shapes use the package's axis legend (see attention/__init__.py): D is the
+GRU state (the annotations have 2·D), E the word embedding.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Model(nn.Module):
   """RNNsearch; ``__call__(src_BS, tgt_in_BT) -> (logits_BTV, aux)``.
 
   ``aux['alignment']`` is α, float32 [B, T, S]. Decoding: ``init_decode`` then
-  ``decode_step`` (see attention.decoding).
+  ``decode_step`` (see attention.tasks.decoding).
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -99,41 +100,41 @@ class Model(nn.Module):
     src_mask_BS = src_BS != self.pad_id
     lengths_B = src_mask_BS.sum(-1)
     x = self.dropout(self.src_embed(src_BS), deterministic=deterministic)
-    (forward_last, backward_first), annotations_BSH = self.encoder(
+    (forward_last, backward_first), annotations_BSD = self.encoder(
         x, seq_lengths=lengths_B)
-    memory = {'annotations': annotations_BSH, 'src_mask': src_mask_BS}
+    memory = {'annotations': annotations_BSD, 'src_mask': src_mask_BS}
     if self.use_attention:
-      memory['projected_keys'] = self.attention.project_keys(annotations_BSH)
+      memory['projected_keys'] = self.attention.project_keys(annotations_BSD)
     else:
       memory['summary'] = jnp.tanh(self.summary(
           jnp.concatenate([forward_last, backward_first], -1)))
-    s0_BH = jnp.tanh(self.init_state(backward_first))
-    return memory, s0_BH
+    s0_BD = jnp.tanh(self.init_state(backward_first))
+    return memory, s0_BD
 
-  def _step(self, memory, s_prev_BH, y_prev_BE, deterministic):
+  def _step(self, memory, s_prev_BD, y_prev_BE, deterministic):
     """One decoder step -> (s_i, (logits_BV, alpha_BS or None))."""
     conditional = self.query == 'conditional'
-    query_BH = (self.query_cell(s_prev_BH, y_prev_BE)[0] if conditional
-                else s_prev_BH)
+    query_BD = (self.query_cell(s_prev_BD, y_prev_BE)[0] if conditional
+                else s_prev_BD)
     if self.use_attention:
       context, alpha_BS = self.attention(
-          query_BH, memory['annotations'], mask=memory['src_mask'],
+          query_BD, memory['annotations'], mask=memory['src_mask'],
           projected_keys=memory['projected_keys'])
     else:
       context, alpha_BS = memory['summary'], None
     if conditional:
-      s_BH, _ = self.decoder_cell(query_BH, context)
+      s_BD, _ = self.decoder_cell(query_BD, context)
     else:
-      s_BH, _ = self.decoder_cell(s_prev_BH,
+      s_BD, _ = self.decoder_cell(s_prev_BD,
                                   jnp.concatenate([y_prev_BE, context], -1))
     if self.deep_output:
-      t = self.readout(jnp.concatenate([s_BH, y_prev_BE, context], -1))
+      t = self.readout(jnp.concatenate([s_BD, y_prev_BE, context], -1))
       t = t.reshape(t.shape[:-1] + (self.readout_dim, 2)).max(-1)  # maxout
     else:
-      t = jnp.concatenate([s_BH, context], -1)
+      t = jnp.concatenate([s_BD, context], -1)
     t = self.dropout(t, deterministic=deterministic)
     logits_BV = self.logits_dense(t).astype(jnp.float32)
-    return s_BH, (logits_BV, alpha_BS)
+    return s_BD, (logits_BV, alpha_BS)
 
   def __call__(self, src_BS, tgt_in_BT, *, deterministic=True):
     memory, s0 = self.encode(src_BS, deterministic=deterministic)

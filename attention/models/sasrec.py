@@ -24,7 +24,7 @@ Sizes set by the task from the data: ``num_items`` (M; item 0 is padding),
 Interface: see attention.models.mf. ``aux['self_attention']`` holds float32
 [num_layers, B, N, L, L]: every block and head (query t, key s <= t).
 
-Axis legend: B batch, L history length, C candidates, D width, N heads.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ float32 candidate -> history weights α: [B, L, C, L] from ``__call__`` and
 [B, C, L] from ``score_next`` with explicit candidates (none when ranking
 all movies, to save memory).
 
-Axis legend: B batch, L history length, C candidates, D embedding size,
-A alignment size.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations
@@ -178,16 +177,18 @@ class Model(nn.Module):
     if candidates_BC is not None:
       scores_BC, weights_BCL = score(self, candidates_BC)
       return scores_BC, {'target_attention': weights_BCL}
-    # All movies, chunk by chunk: [num_chunks, B, chunk] candidate ids.
+    # All movies, chunk by chunk: [num_chunks, B, C] candidate ids, C the
+    # chunk size.
     total = self.num_items + 1
     chunk = min(self.chunk_size, total)
     num_chunks = -(-total // chunk)
     ids = jnp.arange(num_chunks * chunk) % total
-    ids_NBK = jnp.broadcast_to(ids.reshape(num_chunks, 1, chunk),
+    ids_xBC = jnp.broadcast_to(ids.reshape(num_chunks, 1, chunk),
                                (num_chunks, B, chunk))
-    scan = nn.scan(lambda model, carry, ids_BK: (carry, score(model, ids_BK)[0]),
-                   variable_broadcast='params', split_rngs={'params': False},
-                   in_axes=0, out_axes=0)
-    _, scores_NBK = scan(self, jnp.zeros(()), ids_NBK)
-    scores_BV = jnp.moveaxis(scores_NBK, 0, 1).reshape(B, -1)[:, :total]
+    scan = nn.scan(
+        lambda model, carry, ids_BC: (carry, score(model, ids_BC)[0]),
+        variable_broadcast='params', split_rngs={'params': False},
+        in_axes=0, out_axes=0)
+    _, scores_xBC = scan(self, jnp.zeros(()), ids_xBC)
+    scores_BV = jnp.moveaxis(scores_xBC, 0, 1).reshape(B, -1)[:, :total]
     return scores_BV, {}

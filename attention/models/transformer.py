@@ -20,8 +20,7 @@ Config fields (``config.model``):
   normalize_qk: QK-LayerNorm in every attention layer.
   implementation: attention implementation (see attention.dot_product_attention).
 
-Axis legend: B batch, S source length, T target length, D model width,
-N heads, L layers, V vocabulary.
+Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations
@@ -130,9 +129,10 @@ class Model(nn.Module):
   """Encoder-decoder Transformer; see the module docstring for the fields.
 
   ``__call__(src_BS, tgt_in_BT)`` returns ``(logits_BTV, aux)`` with
-  ``aux['cross_attention']`` float32 [L, B, N, T, S]: every cross-attention
-  layer and head. Decoding: ``init_decode`` then ``decode_step`` with
-  ``decode=True`` and the 'cache' collection mutable (see attention.decoding).
+  ``aux['cross_attention']`` float32 [num_layers, B, N, T, S]: every
+  cross-attention layer and head. Decoding: ``init_decode`` then
+  ``decode_step`` with ``decode=True`` and the 'cache' collection mutable
+  (see attention.tasks.decoding).
   """
   src_vocab_size: int
   tgt_vocab_size: int
@@ -205,7 +205,8 @@ class Model(nn.Module):
 
   def decode_tokens(self, memory_BSD, src_BS, tgt_in_BT, positions_BT, *,
                     deterministic=True):
-    """Decoder stack -> (logits [B, T, V] float32, cross weights [L,B,N,T,S])."""
+    """Decoder stack -> (logits [B, T, V] float32, cross-attention weights
+    [num_layers, B, N, T, S])."""
     y = self._embed(tgt_in_BT, positions_BT, self.tgt_embed,
                     getattr(self, 'tgt_pos', None), deterministic)
     cross_mask = masks_lib.make_padding_mask(tokens=src_BS, pad_id=self.pad_id)
