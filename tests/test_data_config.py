@@ -40,3 +40,26 @@ def test_every_key_is_documented():
     table = data_config.describe(task)
     for key in data_config.get_config(task):
       assert f'`{key}`' in table
+
+
+def test_validate_fills_in_every_default():
+  given = {'source': 'toy', 'num_train': 7, 'path': None}
+  filled = data_config.validate(given, 'translate')
+  assert set(filled) == set(data_config.get_config('translate'))
+  assert filled.num_train == 7            # given
+  defaults = data_config.get_config('translate')
+  assert filled.num_validation == defaults.num_validation  # not given
+  assert filled.path is None              # a default of None stays None
+  assert given == {'source': 'toy', 'num_train': 7, 'path': None}  # a copy
+  with pytest.raises(ValueError, match=r"Unknown config.data.source 'csv' "
+                     r"for task 'movies'; valid sources"):
+    data_config.validate({'source': 'csv'}, 'movies')
+
+
+def test_batching_keys_of_either_task():
+  batching = data_config.batching({'num_buckets': 3, 'num_users': 5})
+  defaults = data_config.get_config('movies')
+  assert batching.num_buckets == 3
+  assert batching.prefetch == defaults.prefetch
+  assert 'num_users' not in batching
+  assert batching.eval_batch_size is None

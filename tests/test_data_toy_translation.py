@@ -1,4 +1,5 @@
-"""Toy translation: determinism, gold alignments, lengths, the task loader."""
+"""Toy translation and its lexicon: determinism, gold alignments, lengths,
+a closed vocabulary, the task loader."""
 
 import hashlib
 import pickle
@@ -8,6 +9,7 @@ import pytest
 
 from attention.data import pipeline
 from attention.data import tokenizers
+from attention.data import toy_lexicon
 from attention.data import toy_translation as tt
 from attention.data import translation
 
@@ -53,7 +55,7 @@ def test_source_determines_target():
   # Enough repeats to have tested something (the 'read' grammar failed here
   # 17 times).
   assert len(target_of) < 28000
-  for base, _, past, _, _ in tt._VERBS:
+  for base, _, past, _, _ in toy_lexicon.VERBS:
     assert base != past
 
 
@@ -88,8 +90,8 @@ def test_needs_non_diagonal_attention(splits):
 
 
 def test_vocabulary_is_closed(splits):
-  src_vocab = tokenizers.WordVocab(tt.source_words())
-  tgt_vocab = tokenizers.WordVocab(tt.target_words())
+  src_vocab = tokenizers.WordVocab(toy_lexicon.source_words())
+  tgt_vocab = tokenizers.WordVocab(toy_lexicon.target_words())
   assert 100 < src_vocab.size < 1000 and 100 < tgt_vocab.size < 1000
   for pairs in splits.values():
     for s, t in zip(pairs.src, pairs.tgt):

@@ -6,10 +6,13 @@ Experiment configs start from `get_config(task)` and override what they need:
     config.data.source = 'tsv'
     config.data.path = 'data/spa-eng.zip'
 
-The loaders read keys with `get(config_data, key)`, which falls back to the
-defaults below, so a plain dict with only some keys works too. A key that is
-not listed here is an error that lists the valid ones (it is most likely a
-typo that would otherwise be ignored silently).
+The loaders start with `validate(config_data, task)`, which checks the keys
+and the source and returns a copy with every key set: missing or None keys
+take the defaults below, so a plain dict with only some keys works too, and
+no reader ever repeats a default. A key that is not listed here is an error
+that lists the valid ones (it is most likely a typo that would otherwise be
+ignored silently). The batching keys, shared by both tasks, are read the same
+way through `batching(config_data)`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ _COMMON = {
     'num_threads': (2, None, 'grain threads making batches ahead'),
     'prefetch': (8, None, 'batches made ahead of time'),
 }
+
+# What the input pipeline reads (attention.data.pipeline), for either task.
+_BATCHING = ('bucketing', 'num_buckets', 'pad_multiple', 'eval_batch_size',
+             'num_threads', 'prefetch')
+_BATCHING_KEYS = {k: _COMMON[k] for k in _BATCHING}
 
 _TRANSLATE = {
     'num_train': (200000, None, 'toy: training pairs'),
@@ -117,32 +125,55 @@ def describe(task: str) -> str:
   return '\n'.join(lines)
 
 
-def validate(config_data: Any, task: str) -> str:
-  """Checks the keys and the source; returns the source."""
+def validate(config_data: Any, task: str) -> ml_collections.ConfigDict:
+  """Checks the keys and the source; returns every key, defaults filled in.
+
+  Args:
+    config_data: `config.data` (a ConfigDict or a plain dict, any subset of
+      the keys of `task`).
+    task: 'translate' or 'movies'.
+
+  Returns:
+    A new ConfigDict with every key of `task`: the given value, or the
+    default where the key is missing or None.
+
+  Raises:
+    ValueError: an unknown key or source, listing the valid ones.
+  """
   known = _keys(task)
-  keys = list(config_data.keys()) if hasattr(config_data, 'keys') else []
-  unknown = sorted(k for k in keys if k not in known)
+  given = _given(config_data)
+  unknown = sorted(k for k in given if k not in known)
   if unknown:
     raise ValueError(
         f'Unknown config.data key(s) {unknown} for task {task!r}; valid keys: '
         f'{sorted(known)}.')
-  source = get(config_data, 'source', task)
+  filled = _filled(given, known)
   valid = sources(task)
-  if source not in valid:
+  if filled.source not in valid:
     raise ValueError(
-        f'Unknown config.data.source {source!r} for task {task!r}; valid '
-        f'sources: {list(valid)}.')
-  return source
+        f'Unknown config.data.source {filled.source!r} for task {task!r}; '
+        f'valid sources: {list(valid)}.')
+  return filled
 
 
-def get(config_data: Any, key: str, task: str) -> Any:
-  """config_data[key], or the default when missing or None."""
-  known = _keys(task)
-  if key not in known:
-    raise KeyError(key)
-  value = None
-  if isinstance(config_data, Mapping) or hasattr(config_data, 'get'):
-    value = config_data.get(key, None)
-  if value is None:
-    value = known[key][0]
-  return value
+def batching(config_data: Any) -> ml_collections.ConfigDict:
+  """The batching keys of `config_data` (both tasks), defaults filled in."""
+  given = _given(config_data)
+  return _filled({k: given.get(k) for k in _BATCHING}, _BATCHING_KEYS)
+
+
+def _given(config_data: Any) -> dict[str, Any]:
+  if config_data is None:
+    return {}
+  if hasattr(config_data, 'items'):
+    return dict(config_data.items())
+  raise ValueError(f'config.data must be a ConfigDict or a dict, got '
+                   f'{type(config_data).__name__}.')
+
+
+def _filled(given: Mapping[str, Any],
+            known: Mapping[str, tuple[Any, Any, str]]
+            ) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      key: default if given.get(key) is None else given[key]
+      for key, (default, _, _) in known.items()})

@@ -236,14 +236,13 @@ def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
   return out
 
 
-def _toy(config_data: Any) -> MovieData:
-  get = lambda k: data_config.get(config_data, k, _TASK)
+def _toy(c) -> MovieData:
   world = movie_world.generate(
-      num_users=int(get('num_users')), num_items=int(get('num_items')),
-      min_seq_len=int(get('min_seq_len')), max_seq_len=int(get('max_seq_len')),
-      seed=int(get('seed')))
+      num_users=int(c.num_users), num_items=int(c.num_items),
+      min_seq_len=int(c.min_seq_len), max_seq_len=int(c.max_seq_len),
+      seed=int(c.seed))
   train, val, test, pop = leave_one_out(
-      world.sequences, world.num_items, int(get('max_len')),
+      world.sequences, world.num_items, int(c.max_len),
       world.oracle_validation, world.oracle_test)
   return MovieData(
       train, val, test, num_users=len(world.sequences),
@@ -254,14 +253,13 @@ def _toy(config_data: Any) -> MovieData:
       world=world, info={'source': 'toy'})
 
 
-def _from_interactions(inter: movielens.Interactions, config_data: Any,
+def _from_interactions(inter: movielens.Interactions, c,
                        info: dict[str, Any]) -> MovieData:
-  get = lambda k: data_config.get(config_data, k, _TASK)
   seqs = movielens.to_sequences(
-      inter, min_interactions=int(get('min_interactions')),
-      min_rating=get('min_rating'))
+      inter, min_interactions=int(c.min_interactions),
+      min_rating=c.min_rating)
   train, val, test, pop = leave_one_out(seqs.sequences, seqs.num_items,
-                                        int(get('max_len')))
+                                        int(c.max_len))
   info.update({'layout': inter.layout, 'skipped_lines': inter.skipped,
                'interactions': int(sum(len(s) for s in seqs.sequences))})
   return MovieData(
@@ -285,34 +283,34 @@ def load_movies(config_data: Any) -> MovieData:
     ValueError: unknown source or key, bad values, malformed input.
     FileNotFoundError: missing file or ratings, TFDS dataset not prepared.
   """
-  source = data_config.validate(config_data, _TASK)
-  get = lambda k: data_config.get(config_data, k, _TASK)
+  c = data_config.validate(config_data, _TASK)
+  source = c.source
   if source == 'toy':
-    data = _toy(config_data)
+    data = _toy(c)
   elif source == 'movielens':
-    inter = movielens.read_movielens(get('path'),
-                                     on_bad_line=get('on_bad_line'))
-    data = _from_interactions(inter, config_data,
-                              {'source': source, 'path': get('path')})
+    inter = movielens.read_movielens(c.path,
+                                     on_bad_line=c.on_bad_line)
+    data = _from_interactions(inter, c,
+                              {'source': source, 'path': c.path})
   elif source == 'interactions':
-    inter = movielens.read_interactions(get('path'),
-                                        on_bad_line=get('on_bad_line'),
-                                        encoding=get('encoding'))
-    data = _from_interactions(inter, config_data,
-                              {'source': source, 'path': get('path')})
+    inter = movielens.read_interactions(c.path,
+                                        on_bad_line=c.on_bad_line,
+                                        encoding=c.encoding)
+    data = _from_interactions(inter, c,
+                              {'source': source, 'path': c.path})
   else:
-    rows = tfds_source.read_ratings(get('name'),
-                                    data_dir=get('tfds_data_dir'))
+    rows = tfds_source.read_ratings(c.name,
+                                    data_dir=c.tfds_data_dir)
     if not rows:
-      raise ValueError(f'TFDS dataset {get("name")!r} has no ratings.')
+      raise ValueError(f'TFDS dataset {c.name!r} has no ratings.')
     users, items, times, titles, ratings = zip(*rows)
     inter = movielens.Interactions(
         np.array(users, dtype=str), np.array(items, dtype=str),
         np.asarray(times, np.float64), np.asarray(ratings, np.float64),
         {i: t for i, t in zip(items, titles) if t is not None}, 0,
-        f'tfds {get("name")}')
-    data = _from_interactions(inter, config_data,
-                              {'source': source, 'name': get('name')})
+        f'tfds {c.name}')
+    data = _from_interactions(inter, c,
+                              {'source': source, 'name': c.name})
   data.info.update({'users': data.num_users, 'items': data.num_items,
                     'train/size': len(data.train)})
   logging.info('Movie data: %s', data.info)

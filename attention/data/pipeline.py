@@ -42,6 +42,8 @@ from typing import Any, Mapping, Protocol, Sequence
 import grain
 import numpy as np
 
+from attention.data import config as data_config
+
 Batch = dict[str, np.ndarray]
 
 
@@ -303,12 +305,6 @@ def batch_iterator(source: BatchSource, global_batch_size: int, *,
   return iter(ds.to_iter_dataset(options))
 
 
-def _get(config: Any, key: str, default: Any) -> Any:
-  value = config.get(key, default) if hasattr(config, 'get') else getattr(
-      config, key, default)
-  return default if value is None else value
-
-
 def train_iterator(source: BatchSource, config: Any, *,
                    process_index: int | None = None,
                    process_count: int | None = None,
@@ -316,19 +312,13 @@ def train_iterator(source: BatchSource, config: Any, *,
                    ) -> grain.DatasetIterator:
   """The training iterator an experiment config asks for.
 
-  Reads config.batch_size (global), config.seed and config.data.{bucketing,
-  num_buckets, pad_multiple, num_threads, prefetch}. Shuffles, repeats
+  Reads config.batch_size (global), config.seed and the batching keys of
+  config.data (see `attention.data.config.batching`). Shuffles, repeats
   forever, drops the remainder of each bucket.
   """
-  data = config.data
-  return batch_iterator(
-      source, int(config.batch_size), seed=int(_get(config, 'seed', 0)),
+  return _iterator(
+      source, config, int(config.batch_size), seed=int(config.seed),
       shuffle=True, num_epochs=None, drop_remainder=True,
-      bucketing=bool(_get(data, 'bucketing', True)),
-      num_buckets=int(_get(data, 'num_buckets', 8)),
-      pad_multiple=int(_get(data, 'pad_multiple', 1)),
-      num_threads=int(_get(data, 'num_threads', 2)),
-      prefetch=int(_get(data, 'prefetch', 8)),
       process_index=process_index, process_count=process_count,
       local_device_count=local_device_count)
 
@@ -343,17 +333,21 @@ def eval_iterator(source: BatchSource, config: Any, *,
   Reads config.data.eval_batch_size (default config.batch_size) and the same
   bucketing keys as `train_iterator`. Rows with ``example == -1`` are padding.
   """
-  data = config.data
-  return batch_iterator(
-      source, int(_get(data, 'eval_batch_size', config.batch_size)),
-      seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
-      bucketing=bool(_get(data, 'bucketing', True)),
-      num_buckets=int(_get(data, 'num_buckets', 8)),
-      pad_multiple=int(_get(data, 'pad_multiple', 1)),
-      num_threads=int(_get(data, 'num_threads', 2)),
-      prefetch=int(_get(data, 'prefetch', 8)),
+  batch_size = data_config.batching(config.data).eval_batch_size
+  return _iterator(
+      source, config, int(batch_size or config.batch_size), seed=0,
+      shuffle=False, num_epochs=1, drop_remainder=False,
       process_index=process_index, process_count=process_count,
       local_device_count=local_device_count)
+
+
+def _iterator(source, config, global_batch_size, **kwargs):
+  data = data_config.batching(config.data)
+  return batch_iterator(
+      source, global_batch_size, bucketing=bool(data.bucketing),
+      num_buckets=int(data.num_buckets), pad_multiple=int(data.pad_multiple),
+      num_threads=int(data.num_threads), prefetch=int(data.prefetch),
+      **kwargs)
 
 
 def padding_fraction(batches: Sequence[Mapping[str, np.ndarray]],

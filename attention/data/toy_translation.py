@@ -39,6 +39,10 @@ in the training split.
 Each example carries its gold word alignment as (source index, target index)
 pairs over the words (no BOS/EOS). Every target word is aligned to at least one
 source word; every source word is aligned to at least one target word.
+
+The word lists live in attention.data.toy_lexicon. This file stays one piece
+(a little over 500 lines): sampling a sentence, rendering it in both
+languages and recording its alignment depend on each other at every step.
 """
 
 from __future__ import annotations
@@ -49,192 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
-# ---------------------------------------------------------------------------
-# Lexicon. Genders: 'm', 'f'. Numbers: 0 singular, 1 plural.
-# ---------------------------------------------------------------------------
-
-# (english singular, english plural, target singular, target plural, gender).
-# Multi-word entries are split on spaces into several tokens.
-_NOUNS = (
-    ('cat', 'cats', 'gatto', 'gatti', 'm'),
-    ('dog', 'dogs', 'cane', 'cani', 'm'),
-    ('man', 'men', 'uomo', 'uomini', 'm'),
-    ('boy', 'boys', 'ragazzo', 'ragazzi', 'm'),
-    ('bird', 'birds', 'uccello', 'uccelli', 'm'),
-    ('tree', 'trees', 'albero', 'alberi', 'm'),
-    ('book', 'books', 'libro', 'libri', 'm'),
-    ('horse', 'horses', 'cavallo', 'cavalli', 'm'),
-    ('bridge', 'bridges', 'ponte', 'ponti', 'm'),
-    ('park', 'parks', 'parco', 'parchi', 'm'),
-    ('market', 'markets', 'mercato', 'mercati', 'm'),
-    ('train', 'trains', 'treno', 'treni', 'm'),
-    ('village', 'villages', 'villaggio', 'villaggi', 'm'),
-    ('friend', 'friends', 'amico', 'amici', 'm'),
-    ('mouse', 'mice', 'topo', 'topi', 'm'),
-    ('lion', 'lions', 'leone', 'leoni', 'm'),
-    ('teacher', 'teachers', 'maestro', 'maestri', 'm'),
-    ('student', 'students', 'studente', 'studenti', 'm'),
-    ('doctor', 'doctors', 'dottore', 'dottori', 'm'),
-    ('garden', 'gardens', 'giardino', 'giardini', 'm'),
-    ('river', 'rivers', 'fiume', 'fiumi', 'm'),
-    ('table', 'tables', 'tavolo', 'tavoli', 'm'),
-    ('hill', 'hills', 'colle', 'colli', 'm'),
-    ('sea', 'seas', 'mare', 'mari', 'm'),
-    ('flower', 'flowers', 'fiore', 'fiori', 'm'),
-    ('ice cream', 'ice creams', 'gelato', 'gelati', 'm'),
-    ('fire truck', 'fire trucks', 'autopompo', 'autopompi', 'm'),
-    ('woman', 'women', 'donna', 'donne', 'f'),
-    ('girl', 'girls', 'ragazza', 'ragazze', 'f'),
-    ('street', 'streets', 'strada', 'strade', 'f'),
-    ('house', 'houses', 'casa', 'case', 'f'),
-    ('window', 'windows', 'finestra', 'finestre', 'f'),
-    ('door', 'doors', 'porta', 'porte', 'f'),
-    ('car', 'cars', 'macchina', 'macchine', 'f'),
-    ('mountain', 'mountains', 'montagna', 'montagne', 'f'),
-    ('forest', 'forests', 'foresta', 'foreste', 'f'),
-    ('apple', 'apples', 'mela', 'mele', 'f'),
-    ('letter', 'letters', 'lettera', 'lettere', 'f'),
-    ('boat', 'boats', 'barca', 'barche', 'f'),
-    ('cloud', 'clouds', 'nuvola', 'nuvole', 'f'),
-    ('chair', 'chairs', 'sedia', 'sedie', 'f'),
-    ('school', 'schools', 'scuola', 'scuole', 'f'),
-    ('church', 'churches', 'chiesa', 'chiese', 'f'),
-    ('queen', 'queens', 'regina', 'regine', 'f'),
-    ('cow', 'cows', 'mucca', 'mucche', 'f'),
-    ('key', 'keys', 'chiave', 'chiavi', 'f'),
-    ('lamp', 'lamps', 'lampada', 'lampade', 'f'),
-    ('breakfast', 'breakfasts', 'prima colazione', 'prime colazioni', 'f'),
-    ('post office', 'post offices', 'posta', 'poste', 'f'),
-)
-
-# (english, target masculine singular, [ms, fs, mp, fp] if irregular).
-_ADJECTIVES = (
-    ('big', 'grande'), ('small', 'piccolo'), ('old', 'vecchio'),
-    ('new', 'nuovo'), ('red', 'rosso'), ('black', 'nero'), ('white', 'bianco'),
-    ('green', 'verde'), ('happy', 'felice'), ('sad', 'triste'),
-    ('tall', 'alto'), ('beautiful', 'bello'), ('young', 'giovane'),
-    ('quiet', 'tranquillo'), ('fast', 'veloce'), ('slow', 'lento'),
-    ('hungry', 'affamato'), ('tired', 'stanco'), ('yellow', 'giallo'),
-    ('rich', 'ricco'), ('poor', 'povero'), ('dark', 'scuro'),
-    ('strange', 'strano'), ('kind', 'gentile'), ('brave', 'coraggioso'),
-    ('lazy', 'pigro'), ('angry', 'arrabbiato'), ('clever', 'furbo'),
-)
-
-# (base, third person singular, past, target stem, transitive).
-_VERBS = (
-    ('walk', 'walks', 'walked', 'cammin', False),
-    ('run', 'runs', 'ran', 'corr', False),
-    ('sleep', 'sleeps', 'slept', 'dorm', False),
-    ('sing', 'sings', 'sang', 'cant', False),
-    ('dance', 'dances', 'danced', 'ball', False),
-    ('swim', 'swims', 'swam', 'nuot', False),
-    ('wait', 'waits', 'waited', 'aspett', False),
-    ('laugh', 'laughs', 'laughed', 'rid', False),
-    ('fall', 'falls', 'fell', 'cad', False),
-    ('arrive', 'arrives', 'arrived', 'arriv', False),
-    ('work', 'works', 'worked', 'lavor', False),
-    ('play', 'plays', 'played', 'gioc', False),
-    ('see', 'sees', 'saw', 'ved', True),
-    ('eat', 'eats', 'ate', 'mangi', True),
-    ('find', 'finds', 'found', 'trov', True),
-    ('follow', 'follows', 'followed', 'segu', True),
-    ('watch', 'watches', 'watched', 'guard', True),
-    ('love', 'loves', 'loved', 'am', True),
-    ('carry', 'carries', 'carried', 'port', True),
-    ('open', 'opens', 'opened', 'apr', True),
-    ('paint', 'paints', 'painted', 'diping', True),
-    ('write', 'writes', 'wrote', 'scriv', True),
-    ('call', 'calls', 'called', 'chiam', True),
-    ('help', 'helps', 'helped', 'aiut', True),
-)
-
-# Verb endings by agreement slot (ms, fs, mp, fp).
-_PRESENT = ('o', 'a', 'ono', 'ano')
-_PARTICIPLE = ('ato', 'ata', 'ati', 'ate')
-_FUTURE = ('ero', 'era', 'eri', 'ere')
-_AUX = ('ha', 'hanno')  # By number.
-
-# Definite article, by slot (ms, fs, mp, fp).
-_ARTICLE = ('il', 'la', 'i', 'le')
-_INDEFINITE = ('un', 'una')  # Singular only.
-_THIS = ('questo', 'questa', 'questi', 'queste')
-_SOME = (None, None, 'alcuni', 'alcune')  # Plural only.
-_MY = ('mio', 'mia', 'miei', 'mie')
-
-# english -> (target word before the article or None, contracted forms by slot
-# or None when the preposition does not contract).
-_PREPOSITIONS = {
-    'on': (None, ('sul', 'sulla', 'sui', 'sulle'), 'su'),
-    'in': (None, ('nel', 'nella', 'nei', 'nelle'), 'in'),
-    'of': (None, ('del', 'della', 'dei', 'delle'), 'di'),
-    'from': (None, ('dal', 'dalla', 'dai', 'dalle'), 'da'),
-    'near': ('vicino', ('al', 'alla', 'ai', 'alle'), 'a'),
-    'behind': ('dietro', ('al', 'alla', 'ai', 'alle'), 'a'),
-    'with': (None, None, 'con'),
-    'under': (None, None, 'sotto'),
-}
-_CLAUSE_PREPOSITIONS = ('on', 'in', 'from', 'near', 'behind', 'with', 'under')
-_NOUN_PREPOSITIONS = ('of', 'near', 'behind', 'with', 'on', 'in')
-
-_ADVERBS = (
-    ('quickly', 'in fretta'), ('slowly', 'piano'), ('often', 'spesso'),
-    ('today', 'oggi'), ('again', 'di nuovo'), ('together', 'insieme'),
-)
-_COORDINATORS = (('and', 'e'), ('but', 'ma'))
-_SUBORDINATORS = (('because', 'perche'), ('while', 'mentre'),
-                  ('when', 'quando'))
-
-_DETERMINERS = ('the', 'a', 'my', 'this', 'some')
-
-
-def _slot(gender: str, plural: bool) -> int:
-  return (2 if plural else 0) + (0 if gender == 'm' else 1)
-
-
-def _adjective_forms(stem_ms: str) -> tuple[str, str, str, str]:
-  """(ms, fs, mp, fp) forms of an adjective given its masculine singular."""
-  if stem_ms.endswith('e'):  # grande -> grandi.
-    return stem_ms, stem_ms, stem_ms[:-1] + 'i', stem_ms[:-1] + 'i'
-  root = stem_ms[:-1]
-  if stem_ms.endswith('io'):  # vecchio -> vecchia, vecchi, vecchie.
-    return stem_ms, root + 'a', root, root + 'e'
-  if root.endswith(('c', 'g')):  # bianco -> bianca, bianchi, bianche.
-    return stem_ms, root + 'a', root + 'hi', root + 'he'
-  return stem_ms, root + 'a', root + 'i', root + 'e'
-
-
-def source_words() -> list[str]:
-  """Every source-language word, in a fixed order (the word vocabulary)."""
-  words = []
-  for sg, pl, *_ in _NOUNS:
-    words += sg.split() + pl.split()
-  words += [a for a, _ in _ADJECTIVES]
-  for base, third, past, _, _ in _VERBS:
-    words += [base, third, past]
-  words += list(_DETERMINERS) + ['these', 'does', 'do', 'did', 'will', 'not']
-  words += list(_PREPOSITIONS) + [a for a, _ in _ADVERBS]
-  words += [c for c, _ in _COORDINATORS + _SUBORDINATORS]
-  return list(dict.fromkeys(words))
-
-
-def target_words() -> list[str]:
-  """Every target-language word, in a fixed order (the word vocabulary)."""
-  words = []
-  for *_, tsg, tpl, _ in _NOUNS:
-    words += tsg.split() + tpl.split()
-  for _, ms in _ADJECTIVES:
-    words += _adjective_forms(ms)
-  for *_, stem, _ in _VERBS:
-    words += [stem + e for e in _PRESENT + _PARTICIPLE + _FUTURE]
-  words += list(_AUX) + list(_ARTICLE) + list(_INDEFINITE) + list(_THIS)
-  words += [w for w in _SOME if w] + list(_MY) + ['non', ',']
-  for before, contracted, plain in _PREPOSITIONS.values():
-    words += ([before] if before else []) + list(contracted or ()) + [plain]
-  for _, t in _ADVERBS:
-    words += t.split()
-  words += [t for _, t in _COORDINATORS + _SUBORDINATORS]
-  return list(dict.fromkeys(words))
-
+from attention.data import toy_lexicon as lex
 
 # ---------------------------------------------------------------------------
 # Sentence structure.
@@ -255,7 +74,7 @@ class _NP:
 
   @property
   def gender(self) -> str:
-    return _NOUNS[self.noun][4]
+    return lex.NOUNS[self.noun][4]
 
 
 @dataclasses.dataclass
@@ -289,7 +108,7 @@ class _Clause:
 
 
 def _noun_src(np_: _NP) -> str:
-  return _NOUNS[np_.noun][1 if np_.plural else 0]
+  return lex.NOUNS[np_.noun][1 if np_.plural else 0]
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +135,7 @@ class _Renderer:
   def np_src(self, np_: _NP) -> dict:
     det = 'these' if (np_.det == 'this' and np_.plural) else np_.det
     pos = {'det': self.emit(det)[0]}
-    pos['adjs'] = [self.emit(_ADJECTIVES[a][0])[0] for a in np_.adjs]
+    pos['adjs'] = [self.emit(lex.ADJECTIVES[a][0])[0] for a in np_.adjs]
     pos['noun'] = self.emit(_noun_src(np_))
     pos['pp'] = self.pp_src(np_.pp) if np_.pp else None
     return pos
@@ -326,7 +145,7 @@ class _Renderer:
 
   def clause_src(self, c: _Clause) -> dict:
     pos = {'subj': self.np_src(c.subj)}
-    base, third, past, _, _ = _VERBS[c.verb]
+    base, third, past, _, _ = lex.VERBS[c.verb]
     third_person = not c.subj.plural
     if c.tense == 'future':
       pos['aux'] = self.emit('will')[0]
@@ -343,7 +162,7 @@ class _Renderer:
       pos['verb'] = self.emit(word)[0]
     pos['obj'] = self.np_src(c.obj) if c.obj else None
     pos['pps'] = [self.pp_src(pp) for pp in c.pps]
-    pos['adverb'] = (self.emit(_ADVERBS[c.adverb][0])
+    pos['adverb'] = (self.emit(lex.ADVERBS[c.adverb][0])
                      if c.adverb is not None else None)
     return pos
 
@@ -352,23 +171,23 @@ class _Renderer:
              prep_pos: int | None = None) -> list[tuple[str, list[int]]]:
     """Target words of a noun phrase, with an optional preposition before."""
     out = []
-    slot = _slot(np_.gender, np_.plural)
+    slot = lex.slot(np_.gender, np_.plural)
     det = pos['det']
     article = None  # The definite article, if the determiner yields one.
     if np_.det == 'the':
-      article = _ARTICLE[slot]
+      article = lex.ARTICLE[slot]
       det_words = []
     elif np_.det == 'my':
-      article = _ARTICLE[slot]
-      det_words = [(_MY[slot], [det])]
+      article = lex.ARTICLE[slot]
+      det_words = [(lex.MY[slot], [det])]
     elif np_.det == 'a':
-      det_words = [(_INDEFINITE[slot], [det])]
+      det_words = [(lex.INDEFINITE[slot], [det])]
     elif np_.det == 'this':
-      det_words = [(_THIS[slot], [det])]
+      det_words = [(lex.THIS[slot], [det])]
     else:  # 'some'
-      det_words = [(_SOME[slot], [det])]
+      det_words = [(lex.SOME[slot], [det])]
     if prep is not None:
-      before, contracted, plain = _PREPOSITIONS[prep]
+      before, contracted, plain = lex.PREPOSITIONS[prep]
       if before:
         out.append((before, [prep_pos]))
       if article is not None and contracted:
@@ -379,11 +198,11 @@ class _Renderer:
     if article is not None:
       out.append((article, [det]))
     out += det_words
-    tsg, tpl = _NOUNS[np_.noun][2:4]
+    tsg, tpl = lex.NOUNS[np_.noun][2:4]
     noun = tpl if np_.plural else tsg
     out += [(w, list(pos['noun'])) for w in noun.split()]
     for a, p in reversed(list(zip(np_.adjs, pos['adjs']))):
-      out.append((_adjective_forms(_ADJECTIVES[a][1])[slot], [p]))
+      out.append((lex.adjective_forms(lex.ADJECTIVES[a][1])[slot], [p]))
     if np_.pp:
       out += _Renderer.pp_tgt(np_.pp, pos['pp'])
     return out
@@ -401,21 +220,21 @@ class _Renderer:
       out += _Renderer.pp_tgt(pp, p)
     if c.adverb is not None:
       out += [(w, list(pos['adverb']))
-              for w in _ADVERBS[c.adverb][1].split()]
+              for w in lex.ADVERBS[c.adverb][1].split()]
     if c.negated:
       out.append(('non', [pos['not']]))
-    slot = _slot(c.subj.gender, c.subj.plural)
-    stem = _VERBS[c.verb][3]
+    slot = lex.slot(c.subj.gender, c.subj.plural)
+    stem = lex.VERBS[c.verb][3]
     verb = pos['verb']
     if c.tense == 'future':
-      out.append((stem + _FUTURE[slot], [pos['aux'], verb]))
+      out.append((stem + lex.FUTURE[slot], [pos['aux'], verb]))
     elif c.tense == 'past':
       aux = [pos['aux']] if c.negated else [verb]  # 'did' carries the tense.
-      out.append((_AUX[int(c.subj.plural)], aux))
-      out.append((stem + _PARTICIPLE[slot], [verb]))
+      out.append((lex.AUX[int(c.subj.plural)], aux))
+      out.append((stem + lex.PARTICIPLE[slot], [verb]))
     else:
       links = [verb] + ([pos['aux']] if c.negated else [])
-      out.append((stem + _PRESENT[slot], sorted(links)))
+      out.append((stem + lex.PRESENT[slot], sorted(links)))
     return out
 
 
@@ -430,11 +249,11 @@ def _render(clauses: list[_Clause], conjs: list[str]):
   for i in range(1, len(clauses)):
     conj_pos, pos = parts[i]
     clause = _Renderer.clause_tgt(clauses[i], pos)
-    coord = dict(_COORDINATORS).get(conjs[i - 1])
+    coord = dict(lex.COORDINATORS).get(conjs[i - 1])
     if coord:
       tgt = tgt + [(coord, [conj_pos])] + clause
     else:
-      sub = dict(_SUBORDINATORS)[conjs[i - 1]]
+      sub = dict(lex.SUBORDINATORS)[conjs[i - 1]]
       tgt = [(sub, [conj_pos])] + clause + [(',', [conj_pos])] + tgt
   words = [w for w, _ in tgt]
   links = sorted((s, t) for t, (_, srcs) in enumerate(tgt) for s in srcs)
@@ -468,10 +287,10 @@ class _Rng:
 
 
 def _new_np(rng: _Rng, allow_plural: bool = True) -> _NP:
-  noun = int(rng.integers(len(_NOUNS)))
+  noun = int(rng.integers(len(lex.NOUNS)))
   # Multi-word nouns are rarer, so that their lengths do not dominate.
-  while ' ' in _NOUNS[noun][0] and rng.random() < 0.5:
-    noun = int(rng.integers(len(_NOUNS)))
+  while ' ' in lex.NOUNS[noun][0] and rng.random() < 0.5:
+    noun = int(rng.integers(len(lex.NOUNS)))
   plural = bool(allow_plural and rng.random() < 0.3)
   if plural:
     det = ('the', 'the', 'the', 'my', 'this', 'some')[int(rng.integers(6))]
@@ -490,11 +309,11 @@ def _sample_sentence(rng: _Rng, length: int):
   clauses = []
   for _ in range(n_clauses):
     clauses.append(_Clause(
-        subj=_new_np(rng), verb=int(rng.integers(len(_VERBS))),
+        subj=_new_np(rng), verb=int(rng.integers(len(lex.VERBS))),
         tense='past' if rng.random() < 0.35 else 'present'))
   conjs = []
   for _ in range(n_clauses - 1):
-    options = _COORDINATORS + _SUBORDINATORS
+    options = lex.COORDINATORS + lex.SUBORDINATORS
     conjs.append(options[int(rng.integers(len(options)))][0])
 
   def all_nps():
@@ -537,11 +356,12 @@ def _sample_sentence(rng: _Rng, length: int):
     if move == 'adj':
       np_ = [n for n in nps if len(n.adjs) < 3]
       np_ = np_[int(rng.integers(len(np_)))]
-      choices = [a for a in range(len(_ADJECTIVES)) if a not in np_.adjs]
+      choices = [a for a in range(len(lex.ADJECTIVES)) if a not in np_.adjs]
       np_.adjs.append(choices[int(rng.integers(len(choices)))])
     elif move == 'adverb':
       cs = [c for c in clauses if c.adverb is None]
-      cs[int(rng.integers(len(cs)))].adverb = int(rng.integers(len(_ADVERBS)))
+      adverb = int(rng.integers(len(lex.ADVERBS)))
+      cs[int(rng.integers(len(cs)))].adverb = adverb
     elif move == 'future':
       cs = [c for c in clauses if c.tense == 'present']
       cs[int(rng.integers(len(cs)))].tense = 'future'
@@ -552,18 +372,20 @@ def _sample_sentence(rng: _Rng, length: int):
       cs = [c for c in clauses if c.obj is None]
       c = cs[int(rng.integers(len(cs)))]
       c.obj = _new_np(rng)
-      if not _VERBS[c.verb][4]:
-        transitive = [i for i, v in enumerate(_VERBS) if v[4]]
+      if not lex.VERBS[c.verb][4]:
+        transitive = [i for i, v in enumerate(lex.VERBS) if v[4]]
         c.verb = transitive[int(rng.integers(len(transitive)))]
     elif move == 'clause_pp':
       cs = [c for c in clauses if len(c.pps) < 2]
       c = cs[int(rng.integers(len(cs)))]
-      prep = _CLAUSE_PREPOSITIONS[int(rng.integers(len(_CLAUSE_PREPOSITIONS)))]
+      preps = lex.CLAUSE_PREPOSITIONS
+      prep = preps[int(rng.integers(len(preps)))]
       c.pps.append(_PP(prep, _new_np(rng)))
     else:  # noun_pp
       free = [n for n in nps if n.pp is None]
       np_ = free[int(rng.integers(len(free)))]
-      prep = _NOUN_PREPOSITIONS[int(rng.integers(len(_NOUN_PREPOSITIONS)))]
+      preps = lex.NOUN_PREPOSITIONS
+      prep = preps[int(rng.integers(len(preps)))]
       np_.pp = _PP(prep, _new_np(rng))
     current = total()
   return _render(clauses, conjs)
@@ -668,7 +490,7 @@ def generate_splits(*, seed: int, num_train: int, num_validation: int,
 
 def seed_example() -> tuple[list[str], list[str], list[tuple[int, int]]]:
   """The seed pair, "the cat walks on the street", with its alignment."""
-  nouns = [n[0] for n in _NOUNS]
+  nouns = [n[0] for n in lex.NOUNS]
   clause = _Clause(
       subj=_NP(nouns.index('cat'), False, 'the', []), verb=0,
       pps=[_PP('on', _NP(nouns.index('street'), False, 'the', []))])

@@ -33,6 +33,7 @@ import numpy as np
 from attention.data import config as data_config
 from attention.data import tfds_source  # Imports TFDS only when used.
 from attention.data import tokenizers
+from attention.data import toy_lexicon
 from attention.data import toy_translation
 from attention.data import translation_files
 
@@ -155,15 +156,14 @@ def _encode(vocab, texts: Sequence[str]) -> list[np.ndarray]:
   return [np.asarray(x, np.int32) for x in ids]
 
 
-def _toy(config_data: Any) -> TranslationData:
-  get = lambda k: data_config.get(config_data, k, _TASK)
+def _toy(c) -> TranslationData:
   splits = toy_translation.generate_splits(
-      seed=int(get('seed')), num_train=int(get('num_train')),
-      num_validation=int(get('num_validation')), num_test=int(get('num_test')),
-      min_len=int(get('min_len')), max_train_len=int(get('max_train_len')),
-      max_test_len=int(get('max_test_len')))
-  src_vocab = tokenizers.WordVocab(toy_translation.source_words())
-  tgt_vocab = tokenizers.WordVocab(toy_translation.target_words())
+      seed=int(c.seed), num_train=int(c.num_train),
+      num_validation=int(c.num_validation), num_test=int(c.num_test),
+      min_len=int(c.min_len), max_train_len=int(c.max_train_len),
+      max_test_len=int(c.max_test_len))
+  src_vocab = tokenizers.WordVocab(toy_lexicon.source_words())
+  tgt_vocab = tokenizers.WordVocab(toy_lexicon.target_words())
   out = {}
   for name, pairs in splits.items():
     out[name] = TranslationSplit(
@@ -177,29 +177,27 @@ def _toy(config_data: Any) -> TranslationData:
                          src_vocab, tgt_vocab, info)
 
 
-def _read_tsv(config_data: Any) -> tuple[dict[str, translation_files.Pairs],
+def _read_tsv(c) -> tuple[dict[str, translation_files.Pairs],
                                          dict[str, Any]]:
-  get = lambda k: data_config.get(config_data, k, _TASK)
   pairs = translation_files.read_tsv(
-      get('path'), src_column=int(get('src_column')),
-      member=get('zip_member'), on_bad_line=get('on_bad_line'),
-      encoding=get('encoding'))
+      c.path, src_column=int(c.src_column),
+      member=c.zip_member, on_bad_line=c.on_bad_line,
+      encoding=c.encoding)
   splits = translation_files.split_pairs(
-      pairs, validation_fraction=float(get('validation_fraction')),
-      test_fraction=float(get('test_fraction')), seed=int(get('seed')))
-  limit = get('max_examples')
+      pairs, validation_fraction=float(c.validation_fraction),
+      test_fraction=float(c.test_fraction), seed=int(c.seed))
+  limit = c.max_examples
   if limit is not None:
     splits['train'].src = splits['train'].src[:int(limit)]
     splits['train'].tgt = splits['train'].tgt[:int(limit)]
-  info = {'source': 'tsv', 'path': get('path'), 'skipped_lines': pairs.skipped}
+  info = {'source': 'tsv', 'path': c.path, 'skipped_lines': pairs.skipped}
   return splits, info
 
 
-def _read_tfds(config_data: Any) -> tuple[dict[str, translation_files.Pairs],
+def _read_tfds(c) -> tuple[dict[str, translation_files.Pairs],
                                           dict[str, Any]]:
-  get = lambda k: data_config.get(config_data, k, _TASK)
-  name, data_dir = get('name'), get('tfds_data_dir')
-  keys = (get('src_key'), get('tgt_key'))
+  name, data_dir = c.name, c.tfds_data_dir
+  keys = (c.src_key, c.tgt_key)
   if None in keys:
     supervised = tfds_source.supervised_keys(name, data_dir)
     if supervised is None:
@@ -208,8 +206,8 @@ def _read_tfds(config_data: Any) -> tuple[dict[str, translation_files.Pairs],
           'config.data.src_key and config.data.tgt_key.')
     keys = tuple(k or s for k, s in zip(keys, supervised))
   available = tfds_source.split_names(name, data_dir)
-  wanted = {'train': get('train_split'), 'validation': get('validation_split'),
-            'test': get('test_split')}
+  wanted = {'train': c.train_split, 'validation': c.validation_split,
+            'test': c.test_split}
   out = {}
   for split, tfds_split in wanted.items():
     if available is not None and tfds_split.split('[')[0] not in available:
@@ -221,16 +219,16 @@ def _read_tfds(config_data: Any) -> tuple[dict[str, translation_files.Pairs],
       continue
     src, tgt = tfds_source.read_translation(
         name, tfds_split, data_dir=data_dir, src_key=keys[0], tgt_key=keys[1],
-        limit=get('max_examples') if split == 'train' else None)
+        limit=c.max_examples if split == 'train' else None)
     out[split] = translation_files.Pairs(src, tgt)
   missing = [s for s in ('validation', 'test') if s not in out]
   if missing:
     carved = translation_files.split_pairs(
         out['train'],
-        validation_fraction=float(get('validation_fraction'))
+        validation_fraction=float(c.validation_fraction)
         if 'validation' in missing else 0.0,
-        test_fraction=float(get('test_fraction')) if 'test' in missing else 0.0,
-        seed=int(get('seed')))
+        test_fraction=float(c.test_fraction) if 'test' in missing else 0.0,
+        seed=int(c.seed))
     out['train'] = carved['train']
     for s in missing:
       out[s] = carved[s]
@@ -240,14 +238,13 @@ def _read_tfds(config_data: Any) -> tuple[dict[str, translation_files.Pairs],
 
 
 def _subword(splits: dict[str, translation_files.Pairs], info: dict[str, Any],
-             config_data: Any, workdir: str | None) -> TranslationData:
-  get = lambda k: data_config.get(config_data, k, _TASK)
+             c, workdir: str | None) -> TranslationData:
   cache = os.path.join(workdir, 'vocab') if workdir else None
   vocabs = []
   for side in ('src', 'tgt'):
     vocabs.append(tokenizers.train_sentencepiece(
-        getattr(splits['train'], side), int(get('vocab_size')),
-        model_type=get('spm_model_type'), cache_dir=cache, name=side))
+        getattr(splits['train'], side), int(c.vocab_size),
+        model_type=c.spm_model_type, cache_dir=cache, name=side))
   out = {}
   for name, pairs in splits.items():
     out[name] = TranslationSplit(
@@ -275,19 +272,19 @@ def load_translation(config_data: Any,
     ValueError: unknown source or key, bad values, malformed input.
     FileNotFoundError: missing file, or TFDS dataset not prepared.
   """
-  source = data_config.validate(config_data, _TASK)
-  if source == 'toy':
-    data = _toy(config_data)
+  c = data_config.validate(config_data, _TASK)
+  if c.source == 'toy':
+    data = _toy(c)
   else:
-    splits, info = (_read_tsv if source == 'tsv' else _read_tfds)(config_data)
+    splits, info = (_read_tsv if c.source == 'tsv' else _read_tfds)(c)
     for name in ('train', 'validation', 'test'):
       if not len(splits[name]):
         raise ValueError(
             f'The {name} split is empty ({len(splits["train"])} training '
             'pairs); use more data or larger config.data.validation_fraction '
             '/ test_fraction.')
-    data = _subword(splits, info, config_data, workdir)
-  max_len = data_config.get(config_data, 'max_len', _TASK)
+    data = _subword(splits, info, c, workdir)
+  max_len = c.max_len
   if max_len is not None:
     keep = data.train.lengths <= int(max_len)
     if not keep.any():
