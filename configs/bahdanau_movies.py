@@ -1,20 +1,15 @@
 r"""Target attention (DIN-style, Bahdanau's additive score) on movies.
 
-  python train.py --config=configs/bahdanau_movies.py
-  python train.py --config=configs/bahdanau_movies.py:smoke   # seconds
+  python train.py --config=configs/bahdanau_movies.py[:smoke|:movielens]
   python eval.py  --config=configs/bahdanau_movies.py
 
-Real data (MovieLens ml-latest-small, GroupLens Research; cite Harper &
-Konstan 2015, ACM TiiS 5(4)):
-  python train.py --config=configs/bahdanau_movies.py:movielens
-or --config.data.source=movielens --config.data.path=DIR.
+Variants and real data: as in configs/mha_movies.py.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  variant = common.parse_movies_arg(arg).variant
   config = common.movies_base()
   config.model.name = 'target_attention'
   config.model.embed_dim = 64          # item and recency embeddings
@@ -27,12 +22,6 @@ def get_config(arg=None):
 
   config.loss = 'sampled_softmax'      # a full softmax is too costly here
   config.num_negatives = 16            # sampled movies per position
-  config.batch_size = 64
-  config.num_train_steps = 3000
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 100
 
   config.sweep = [
       {'loss': 'sampled_softmax'},
@@ -40,13 +29,12 @@ def get_config(arg=None):
       {'model.scorer': 'mlp'},
       {'model.recency': False},
   ]
+  variant = common.apply_variant(config, arg)
   if variant == 'movielens':
-    common.movielens_movies(config)
     # Every candidate attends over the history at every position: memory
     # grows as positions x candidates x history, so a shorter window.
     config.data.max_len = 50
   if variant == 'smoke':
-    common.smoke_movies(config)
     config.model.embed_dim = 16
     config.model.attention_dim = 8
     config.model.mlp_dim = 8

@@ -1,19 +1,15 @@
 r"""RNNsearch (Bahdanau additive attention) on toy translation.
 
-  python train.py --config=configs/bahdanau_translate.py
-  python train.py --config=configs/bahdanau_translate.py:smoke   # seconds
+  python train.py --config=configs/bahdanau_translate.py[:smoke|:tatoeba]
   python eval.py  --config=configs/bahdanau_translate.py
 
-Real data (Tatoeba English->Spanish, CC-BY 2.0 FR, manythings.org/anki):
-  python train.py --config=configs/bahdanau_translate.py:tatoeba
-or any parallel TSV: --config.data.source=tsv --config.data.path=FILE
+Variants and real data: as in configs/mha_translate.py.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  variant = common.parse_arg(arg).variant
   config = common.translate_base()
   config.model.name = 'rnnsearch'
   config.model.embed_dim = 64          # word embeddings
@@ -27,25 +23,17 @@ def get_config(arg=None):
   config.model.deep_output = True      # maxout readout as in the paper
   config.model.readout_dim = 128       # maxout units
   config.model.dropout_rate = 0.0      # embeddings and readout
-
-  config.batch_size = 64
-  config.num_train_steps = 3000
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.label_smoothing = 0.0
   config.optimizer.learning_rate = 3e-3
-  config.optimizer.warmup_steps = 100
 
   config.sweep = [
       {'model.query': 'conditional'},
       {'model.query': 'previous_state'},
       {'model.score': 'multiplicative'},
   ]
+  variant = common.apply_variant(config, arg)
   if variant == 'tatoeba':
-    common.tatoeba_translate(config)
-    config.model.query = 'previous_state'  # the README's Tatoeba run
+    config.model.query = 'previous_state'  # the run in docs/results.md
   if variant == 'smoke':
-    common.smoke_translate(config)
     config.model.embed_dim = 8
     config.model.hidden_dim = 16
     config.model.attention_dim = 8

@@ -1,8 +1,16 @@
-"""What every experiment config shares: the loop's keys and the arg parser.
+"""What every experiment config shares: the defaults and the variants.
 
-A config file's ``get_config(arg)`` starts from :func:`base` and sets its model
-and task-specific keys. ``arg`` is the text after ':' in
-``--config=configs/<experiment>.py:<arg>``; :func:`parse_arg` reads it.
+Every default of an experiment is written here once: the loop's keys in
+:func:`base`, each task's keys in :func:`translate_base` and
+:func:`movies_base` (config.data's in attention/data/config.py). A config
+file's ``get_config(arg)`` starts from its task's base, sets its model and
+only the keys it changes, and ends with :func:`apply_variant`, which reads
+``arg`` (the text after ':' in ``--config=configs/<experiment>.py:<arg>``)
+and applies that variant's settings:
+
+  smoke      trains in seconds on tiny data (the tests use it)
+  tatoeba    translate configs: Tatoeba English -> Spanish in ../shared/data
+  movielens  movie configs: MovieLens ml-latest-small in ../shared/data
 """
 
 from __future__ import annotations
@@ -11,20 +19,32 @@ import ml_collections
 
 from attention.data import config as data_config
 
-VARIANTS = ('smoke', 'tatoeba')
+VARIANTS = {'translate': ('smoke', 'tatoeba'),
+            'movies': ('smoke', 'movielens')}
 
 
-def parse_arg(arg: str | None) -> ml_collections.ConfigDict:
-  """The variant named by ``arg``: 'smoke', 'tatoeba', or None / '' (default).
-
-  'smoke' trains in seconds (the tests use it); 'tatoeba' translates the
-  Tatoeba English-Spanish pairs in ../shared/data (translate configs only).
-  """
+def parse_arg(arg: str | None, task: str) -> str:
+  """The variant of ``task`` that ``arg`` names, or 'default' for none."""
   arg = (arg or '').strip()
-  if arg and arg not in VARIANTS:
+  if arg and arg not in VARIANTS[task]:
     raise ValueError(f'Unknown config variant {arg!r}; valid variants: '
-                     f'{list(VARIANTS)} (or none).')
-  return ml_collections.ConfigDict({'variant': arg or 'default'})
+                     f'{list(VARIANTS[task])} (or none).')
+  return arg or 'default'
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> str:
+  """Applies the variant ``arg`` names to ``config``; returns its name.
+
+  A config file then sets what its own model changes in that variant.
+  """
+  variant = parse_arg(arg, config.task)
+  settings = {('translate', 'smoke'): smoke_translate,
+              ('translate', 'tatoeba'): tatoeba_translate,
+              ('movies', 'smoke'): smoke_movies,
+              ('movies', 'movielens'): movielens_movies}
+  if (config.task, variant) in settings:
+    settings[config.task, variant](config)
+  return variant
 
 
 def base(task: str) -> ml_collections.ConfigDict:
@@ -35,9 +55,9 @@ def base(task: str) -> ml_collections.ConfigDict:
   config.data = data_config.get_config(task)  # see attention/data/config.py
   config.seed = 0                     # parameter init, dropout, batch order
   config.batch_size = 64              # global batch, over all devices
-  config.num_train_steps = 1000       # training steps
-  config.eval_every_steps = 500       # validation + alignment plots
-  config.checkpoint_every_steps = 500  # Orbax checkpoint (and at the end)
+  config.num_train_steps = 3000       # training steps
+  config.eval_every_steps = 1000      # validation + alignment plots
+  config.checkpoint_every_steps = 1000  # Orbax checkpoint (and at the end)
   config.log_every_steps = 50         # console / metrics.jsonl / TensorBoard
 
   config.optimizer = ml_collections.ConfigDict()
@@ -59,7 +79,7 @@ def base(task: str) -> ml_collections.ConfigDict:
 def translate_base() -> ml_collections.ConfigDict:
   """Translation keys on top of :func:`base`."""
   config = base('translate')
-  config.label_smoothing = 0.1        # label smoothing of the training loss
+  config.label_smoothing = 0.0        # label smoothing of the training loss
   config.eval = ml_collections.ConfigDict()
   config.eval.beam_size = 4           # eval.py beam search width
   config.eval.length_penalty = 0.6    # GNMT length-penalty exponent alpha
@@ -106,25 +126,7 @@ def tatoeba_translate(config: ml_collections.ConfigDict) -> None:
   config.data.vocab_size = 4000       # SentencePiece pieces per language
   config.data.max_len = 32            # drop longer training pairs (tokens)
   config.num_train_steps = 5000       # about 3 epochs at batch 64
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
   config.eval.bleu_length_edges = (0, 5, 10, 15, 20, 30)
-
-
-MOVIE_VARIANTS = ('smoke', 'movielens')
-
-
-def parse_movies_arg(arg: str | None) -> ml_collections.ConfigDict:
-  """The movie variant named by ``arg``: 'smoke', 'movielens' or default.
-
-  'smoke' trains in seconds on a tiny synthetic world (the tests use it);
-  'movielens' reads MovieLens ml-latest-small from ../shared/data.
-  """
-  arg = (arg or '').strip()
-  if arg and arg not in MOVIE_VARIANTS:
-    raise ValueError(f'Unknown config variant {arg!r}; valid variants: '
-                     f'{list(MOVIE_VARIANTS)} (or none).')
-  return ml_collections.ConfigDict({'variant': arg or 'default'})
 
 
 def movies_base() -> ml_collections.ConfigDict:

@@ -1,21 +1,18 @@
 r"""SASRec (causal multi-head self-attention) on movie recommendation.
 
-  python train.py --config=configs/mha_movies.py
-  python train.py --config=configs/mha_movies.py:smoke   # seconds
+  python train.py --config=configs/mha_movies.py[:smoke|:movielens]
   python eval.py  --config=configs/mha_movies.py
 
-Real data (MovieLens ml-latest-small, GroupLens Research; cite Harper &
-Konstan 2015, ACM TiiS 5(4)):
-  python train.py --config=configs/mha_movies.py:movielens
-or --config.data.source=movielens --config.data.path=DIR (also
-'interactions' files and 'tfds' names).
+Variants (configs/common.py): :smoke trains in seconds; :movielens reads
+MovieLens ml-latest-small (GroupLens Research; cite Harper & Konstan 2015,
+ACM TiiS 5(4)), or pass --config.data.source=movielens|interactions|tfds
+with --config.data.path=DIR (or .name for TFDS).
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  variant = common.parse_movies_arg(arg).variant
   config = common.movies_base()
   config.model.name = 'sasrec'
   config.model.num_layers = 2          # self-attention blocks
@@ -25,27 +22,18 @@ def get_config(arg=None):
   config.model.dropout_rate = 0.2      # embeddings and residual branches
   config.model.attention_dropout_rate = 0.0  # attention weights
 
-  config.loss = 'softmax'              # full softmax over all movies
-  config.batch_size = 64
-  config.num_train_steps = 3000
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.warmup_steps = 100
-
   config.sweep = [
       {'loss': 'softmax'},
       {'loss': 'bce'},
       {'model.num_layers': 1},
       {'model.num_heads': 2},
   ]
+  variant = common.apply_variant(config, arg)
   if variant == 'movielens':
-    common.movielens_movies(config)
     # 9,724 movies x 200 positions: a full softmax per step is slow on a CPU.
     config.loss = 'sampled_softmax'
     config.num_negatives = 128
   if variant == 'smoke':
-    common.smoke_movies(config)
     config.model.num_layers = 1
     config.model.d_model = 16
     config.model.mlp_dim = 16

@@ -1,19 +1,17 @@
 r"""Transformer (multi-head attention) on toy translation.
 
-  python train.py --config=configs/mha_translate.py
-  python train.py --config=configs/mha_translate.py:smoke   # seconds
+  python train.py --config=configs/mha_translate.py[:smoke|:tatoeba]
   python eval.py  --config=configs/mha_translate.py
 
-Real data (Tatoeba English->Spanish, CC-BY 2.0 FR, manythings.org/anki):
-  python train.py --config=configs/mha_translate.py:tatoeba
-or any parallel TSV: --config.data.source=tsv --config.data.path=FILE
+Variants (configs/common.py): :smoke trains in seconds; :tatoeba translates
+the Tatoeba English->Spanish pairs (CC-BY 2.0 FR, manythings.org/anki), or
+any parallel TSV with --config.data.source=tsv --config.data.path=FILE.
 """
 
 from configs import common
 
 
 def get_config(arg=None):
-  variant = common.parse_arg(arg).variant
   config = common.translate_base()
   config.model.name = 'transformer'
   config.model.num_layers = 2          # encoder and decoder layers
@@ -26,24 +24,14 @@ def get_config(arg=None):
   config.model.tie_embeddings = True   # output layer = target embeddings
   config.model.position = 'rope'       # 'rope' | 'sinusoidal' | 'learned'
   config.model.normalize_qk = True     # QK-LayerNorm
-
-  config.batch_size = 64
-  config.num_train_steps = 3000
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 1000
-  config.label_smoothing = 0.0
   config.optimizer.learning_rate = 5e-3
-  config.optimizer.warmup_steps = 100
 
   config.sweep = [
       {'model.num_layers': 2},
       {'model.num_layers': 3},
       {'model.num_layers': 3, 'model.num_kv_heads': 1},
   ]
-  if variant == 'tatoeba':
-    common.tatoeba_translate(config)
-  if variant == 'smoke':
-    common.smoke_translate(config)
+  if common.apply_variant(config, arg) == 'smoke':
     config.model.num_layers = 1
     config.model.d_model = 16
     config.model.num_heads = 2
