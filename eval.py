@@ -3,7 +3,8 @@ r"""Evaluates a checkpoint on the test split and writes eval_results.json.
   python eval.py --config=configs/mha_translate.py [--workdir=DIR] [--step=N]
   python eval.py --config=... --sentence="the cat walks on the street"
 
-The logic lives in attention.train_lib; this file only parses flags.
+The logic lives in attention.training.train_lib and, for --sentence, in the
+translate task; this file only parses flags.
 """
 
 import sys
@@ -12,7 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from attention import train_lib
+from attention.training import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config: configs/<experiment>.py[:<arg>].',
@@ -35,8 +36,12 @@ def main(argv):
   print(f'workdir: {workdir}', flush=True)
   try:
     if _SENTENCE.value:
-      translations = train_lib.translate_sentences(
-          _CONFIG.value, workdir, _SENTENCE.value, _STEP.value)
+      if _CONFIG.value.task != 'translate':
+        raise ValueError('--sentence needs a translation config; this one has '
+                         f'task {_CONFIG.value.task!r}.')
+      task, params, step = train_lib.restore(_CONFIG.value, workdir,
+                                             _STEP.value)
+      translations = task.translate(params, step, _SENTENCE.value)
       for source, target in zip(_SENTENCE.value, translations):
         print(f'{source}\t{target}')
       return

@@ -9,7 +9,7 @@ slice or a Kubernetes indexed job are detected; elsewhere pass
 SIGTERM stops after the current step with a checkpoint (exit status 0); the
 same command resumes.
 
-The logic lives in attention.train_lib; this file only parses flags.
+The logic lives in attention.training.train_lib; this file only parses flags.
 """
 
 import sys
@@ -18,8 +18,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from attention import sweep
-from attention import train_lib
+from attention.training import sweep
+from attention.training import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config: configs/<experiment>.py[:<arg>].',

@@ -3,9 +3,10 @@
   python benchmarks/train_step.py                # configs/mha_translate.py
   python benchmarks/train_step.py --steps 20     # shorter
 
-Runs the project's training step (``attention.train_lib.Trainer.train_step``
-on ``attention.models.transformer`` with the default ``mha_translate`` config
-and its input pipeline) three ways:
+Runs the project's training step
+(``attention.training.train_lib.Trainer.train_step`` on
+``attention.models.transformer`` with the default ``mha_translate`` config and
+its input pipeline) three ways:
 
   mha         attention.MultiHeadAttention, implementation=None (the default:
               'chunked' self-attention on CPU; cross-attention asks for its
@@ -48,7 +49,7 @@ import flax.linen as nn  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
 
 from attention import masks as masks_lib  # pylint: disable=g-import-not-at-top
-from attention import train_lib  # pylint: disable=g-import-not-at-top
+from attention.training import train_lib  # pylint: disable=g-import-not-at-top
 from attention.models import transformer  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ('mha', 'mha-xla', 'flax')
@@ -123,19 +124,21 @@ class Run:
     with self.layer():
       self.trainer = train_lib.Trainer(config, workdir)
       self.state = self.trainer.init_state()
-      self.batches = self.trainer.task.train_iterator()
+      self.batches = self.trainer.task.train_batches()
       self.step = self.trainer.train_step
       # One batch of every bucket shape among the first `warmup` batches;
       # each shape's step is compiled here and timed in device_times().
       self.by_shape = {}
       for _ in range(warmup):
         batch = next(self.batches)
-        self.by_shape.setdefault(self.shape(batch),
-                                 self.trainer.to_device(batch))
+        self.by_shape.setdefault(self.shape(batch), self.to_device(batch))
       for batch in self.by_shape.values():
         self.state, metrics = self.step(self.state, batch,
                                         self.trainer.dropout_rng)
         jax.block_until_ready(metrics)
+
+  def to_device(self, batch):
+    return self.trainer.to_device(batch, self.trainer.task.train_keys)
 
   @staticmethod
   def shape(batch):
@@ -161,12 +164,12 @@ class Run:
       host_batch = next(self.batches)
       tokens += self.tokens(host_batch)
       shapes.append(self.shape(host_batch))
-      batch = self.trainer.to_device(host_batch)
+      batch = self.to_device(host_batch)
       self.state, metrics = self.step(self.state, batch,
                                       self.trainer.dropout_rng)
       if pending is not None:
         fetched = jax.device_get(pending)
-        loss = float(fetched['loss'][0]) / max(float(fetched['loss'][1]), 1e-9)
+        loss = train_lib.mean(*fetched['loss'])
         if step % log_every == 0:
           lines.append(f'step {step} loss {loss:.4f}')
       pending = metrics

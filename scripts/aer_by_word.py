@@ -18,7 +18,7 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from attention import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from attention.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/bahdanau_translate.py',
@@ -34,9 +34,8 @@ flags.mark_flags_as_required(['workdir'])
 def main(argv):
   del argv
   try:
-    trainer = train_lib.Trainer(_CONFIG.value, _WORKDIR.value)
-    params, step = train_lib.restore_params(trainer)
-    out = trainer.task.alignment_misses(params, _ALIGNMENT.value)
+    task, params, step = train_lib.restore(_CONFIG.value, _WORKDIR.value)
+    out = task.alignment_misses(params, _ALIGNMENT.value)
   except (ValueError, FileNotFoundError, AttributeError) as e:
     sys.exit(f'error: {e}')
   totals, misses = out['totals'], out['misses']
@@ -47,7 +46,7 @@ def main(argv):
   print('offset of a missed argmax from the first gold source word:',
         out['offsets'].most_common(6))
   print(f'{"target word":>14} {"misses":>7} {"of":>6} {"share":>6}')
-  vocab = trainer.task.data.tgt_vocab
+  vocab = task.data.tgt_vocab
   for word, count in misses.most_common(_TOP.value):
     print(f'{vocab.decode([word]):>14} {count:7d} {totals[word]:6d} '
           f'{count / totals[word]:6.1%}')

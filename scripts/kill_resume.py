@@ -41,8 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from attention import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-from attention import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
+from attention.training import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+from attention.training import sweep  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TMP_MARK = '.orbax-checkpoint-tmp'
 committed_steps = checkpoints.committed_steps
@@ -106,7 +106,7 @@ def final_state(workdir: str, train_args: list[str]):
   """The newest checkpoint's step and full train state, as NumPy leaves."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from attention import train_lib  # pylint: disable=g-import-not-at-top
+  from attention.training import train_lib  # pylint: disable=g-import-not-at-top
   config_arg = train_args[0].split('=', 1)[1]
   config = sweep.load_config(config_arg, [a for a in train_args[1:]
                                           if a.startswith('--config.')])

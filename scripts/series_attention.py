@@ -18,7 +18,7 @@ from ml_collections import config_flags
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from attention import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from attention.training import train_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/bahdanau_movies.py',
@@ -30,13 +30,12 @@ flags.mark_flags_as_required(['workdir'])
 
 def main(argv):
   del argv
-  trainer = train_lib.Trainer(_CONFIG.value, _WORKDIR.value)
-  task = trainer.task
-  world = getattr(task.data, 'world', None)
-  if world is None or _CONFIG.value.model.name != 'target_attention':
+  if (_CONFIG.value.model.name != 'target_attention'
+      or _CONFIG.value.data.source != 'toy'):
     sys.exit('error: needs a target_attention run on the synthetic world '
              "(config.data.source='toy').")
-  params, step = train_lib.restore_params(trainer)
+  task, params, step = train_lib.restore(_CONFIG.value, _WORKDIR.value)
+  world = task.data.world
   split = task.data.test
   batch = split.collate(np.arange(len(split)), int(split.lengths.max()))
   candidates_B1 = batch['target'][:, None].astype(np.int32)

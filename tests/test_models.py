@@ -1,18 +1,27 @@
-"""Translation models and decoding: incremental decoding equals teacher forcing,
-attention weights are distributions over real source tokens, beam search finds
-the exhaustive optimum on a tiny vocabulary."""
+"""The models: the parameter trees of every experiment (pinned, so that
+checkpoints keep loading), incremental decoding equals teacher forcing,
+attention weights are distributions over real tokens, a movie model's
+ranking equals its training pass."""
 
-import itertools
+import importlib
+import json
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention import decoding
+from attention import models
+from attention.data import movies
+from attention.data import tokenizers
+from attention.data import translation
 from attention.models import rnnencdec
 from attention.models import rnnsearch
 from attention.models import transformer
+from conftest import ROOT
+
+GOLDEN = os.path.join(ROOT, 'tests', 'golden', 'param_trees.json')
 
 SRC = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], np.int32)
 TGT_IN = np.array([[1, 5, 6, 7, 8], [1, 9, 9, 4, 2]], np.int32)
@@ -117,58 +126,6 @@ def test_dropout_changes_training_outputs_only():
   assert not np.allclose(eval1, train)
 
 
-@pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
-def test_greedy_equals_argmax_loop(name):
-  model, variables = init(name)
-  tokens, _ = decoding.make_decoder(model, beam_size=1, max_length=6)(
-      variables, SRC)
-  # Reference: re-run the teacher-forced model on the growing prefix.
-  prefix = np.ones((2, 1), np.int32)
-  apply = jax.jit(model.apply)
-  for _ in range(6):
-    logits, _ = apply(variables, SRC, prefix)
-    prefix = np.concatenate([prefix, np.argmax(logits[:, -1], -1)[:, None]], 1)
-  want = prefix[:, 1:].copy()
-  for row in want:  # after the first EOS the decoder writes PAD
-    eos = np.flatnonzero(row == 2)
-    if eos.size:
-      row[eos[0] + 1:] = 0
-  np.testing.assert_array_equal(tokens, want)
-
-
-@pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
-def test_beam_search_finds_the_exhaustive_best(name):
-  vocab, length = 5, 3  # PAD BOS EOS UNK and one word
-  model, variables = init(name, vocab)
-  # A sharper random model, so hypotheses differ clearly.
-  variables = jax.tree.map(lambda a: a * 3.0, variables)
-  tokens, score = decoding.make_decoder(
-      model, beam_size=vocab ** (length - 1), max_length=length, alpha=0.0)(
-          variables, SRC)
-
-  sequences = set()
-  for seq in itertools.product(range(vocab), repeat=length):
-    if 2 in seq:  # everything after EOS is PAD
-      cut = seq.index(2) + 1
-      seq = seq[:cut] + (0,) * (length - cut)
-    sequences.add(seq)
-  sequences = np.array(sorted(sequences), np.int32)
-  tgt_in = np.concatenate([np.ones((len(sequences), 1), np.int32),
-                           sequences[:, :-1]], 1)
-  apply = jax.jit(model.apply)
-  for b in range(2):
-    src = np.repeat(SRC[b:b + 1], len(sequences), 0)
-    logp = jax.nn.log_softmax(apply(variables, src, tgt_in)[0])
-    token_logp = np.take_along_axis(np.asarray(logp), sequences[..., None],
-                                    -1)[..., 0]
-    after_eos = np.cumsum(sequences == 2, 1) - (sequences == 2) > 0
-    totals = np.where(after_eos, 0.0, token_logp).sum(1)
-    candidates = dict(zip(map(tuple, sequences), totals))
-    best = max(candidates, key=candidates.get)
-    assert tuple(np.asarray(tokens[b])) == best
-    np.testing.assert_allclose(score[b], candidates[best], rtol=1e-4)
-
-
 def test_bad_model_settings_are_clear_errors():
   with pytest.raises(ValueError, match="position must be one of"):
     transformer.Model(src_vocab_size=12, tgt_vocab_size=10,
@@ -182,3 +139,111 @@ def test_bad_model_settings_are_clear_errors():
   with pytest.raises(ValueError, match='exceeds max_length=4'):
     transformer.Model(src_vocab_size=12, tgt_vocab_size=10, position='learned',
                       max_length=4).init(jax.random.key(0), SRC, TGT_IN)
+
+
+def param_tree(experiment, variant):
+  """{path: [shape, dtype]} of the experiment's model on its smoke data, with
+  the model fields of ``variant`` ('smoke' or 'default')."""
+  module = importlib.import_module(f'configs.{experiment}')
+  smoke = module.get_config('smoke')
+  model_config = module.get_config(
+      'smoke' if variant == 'smoke' else None).model
+  if smoke.task == 'translate':
+    data = translation.load_translation(smoke.data)
+    model = models.build(model_config, src_vocab_size=data.src_vocab.size,
+                         tgt_vocab_size=data.tgt_vocab.size,
+                         pad_id=tokenizers.PAD_ID)
+    args = (jnp.zeros((1, 8), jnp.int32),) * 2
+  else:
+    data = movies.load_movies(smoke.data)
+    model = models.build(model_config, num_items=data.num_items,
+                         num_users=data.num_users, max_len=data.train.max_len)
+    length = min(4, data.train.max_len)
+    args = (jnp.ones((1, length), jnp.int32), jnp.ones((1,), jnp.int32),
+            jnp.ones((1, length, 2), jnp.int32))
+  shapes = jax.eval_shape(model.init, jax.random.key(0), *args)['params']
+  flat, _ = jax.tree_util.tree_flatten_with_path(shapes)
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          [list(x.shape), str(x.dtype)] for path, x in flat}
+
+
+with open(GOLDEN) as f:
+  PINNED = json.load(f)
+
+
+@pytest.mark.parametrize('key', sorted(PINNED))
+def test_parameter_trees_are_pinned(key):
+  """Every experiment's parameters keep their names, shapes and dtypes, so
+  checkpoints written by earlier versions still load. The pins were written
+  from the code before the package was reorganised; a change that moves a
+  parameter on purpose rewrites them with
+  ``python tests/test_models.py --write`` and says so."""
+  assert param_tree(*key.split(':')) == PINNED[key]
+
+
+def test_unknown_model_name_or_field_lists_the_valid_ones():
+  config = importlib.import_module('configs.mf_movies').get_config('smoke')
+  config.model.name = 'lstm'
+  with pytest.raises(ValueError, match=r"Unknown config.model.name 'lstm'; "
+                     r"valid names: \[.*'sasrec'"):
+    models.build(config.model, num_items=3, num_users=2, max_len=4)
+  config.model.name = 'mf'
+  config.model.depth = 2
+  with pytest.raises(ValueError, match=r"Unknown config.model key\(s\) "
+                     r"\['depth'\] for model 'mf'; valid keys: "
+                     r"\['d_model', 'use_bias'\]"):
+    models.build(config.model, num_items=3, num_users=2, max_len=4)
+
+
+@pytest.mark.parametrize('name', ['sasrec', 'target_attention', 'mf'])
+def test_score_next_equals_the_last_position_of_a_full_pass(name):
+  """score_next (evaluation) = __call__ (training) at the last real position,
+  and scoring all movies = scoring them as explicit candidates."""
+  experiment = {'sasrec': 'mha_movies', 'target_attention': 'bahdanau_movies',
+                'mf': 'mf_movies'}[name]
+  config = importlib.import_module(f'configs.{experiment}').get_config('smoke')
+  if name == 'target_attention':
+    config.model.chunk_size = 7  # several chunks, the last one partial
+  model = models.build(config.model, num_items=20, num_users=3, max_len=6)
+  inputs = jnp.array([[3, 5, 7, 0, 0, 0], [2, 4, 6, 8, 10, 12]])
+  length = jnp.array([3, 6])
+  user = jnp.array([1, 2])
+  candidates = jnp.broadcast_to(jnp.arange(21), (2, 6, 21))
+  params = jax.jit(model.init)(jax.random.key(0), inputs, user,
+                               candidates[..., :2])
+  some_candidates = jnp.array([[7, 1], [12, 20]])
+
+  @jax.jit
+  def run(inputs):  # One compilation for every call of this test.
+    every, _ = model.apply(params, inputs, user, candidates)
+    all_items = every
+    if name != 'target_attention':  # It has no full softmax (tested below).
+      all_items, _ = model.apply(params, inputs, user, None)
+    full, _ = model.apply(params, inputs, length, user,
+                          method=model.score_next)
+    some, _ = model.apply(params, inputs, length, user, some_candidates,
+                          method=model.score_next)
+    return every, all_items, full, some
+
+  every, all_items, full, some = run(inputs)
+  np.testing.assert_allclose(jnp.broadcast_to(all_items, every.shape), every,
+                             rtol=1e-5, atol=1e-5)
+  want = np.stack([every[0, 2], every[1, 5]])
+  np.testing.assert_allclose(full, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      some, np.take_along_axis(want, np.asarray(some_candidates), 1),
+      rtol=1e-5, atol=1e-5)
+  if name != 'mf':
+    # Causal: changing a later movie leaves earlier positions alone.
+    changed = run(inputs.at[1, 4].set(1))[0]
+    np.testing.assert_allclose(changed[1, :4], every[1, :4], rtol=1e-5,
+                               atol=1e-5)
+
+
+if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
+  if sys.argv[1:] != ['--write']:
+    sys.exit('usage: python tests/test_models.py --write  (rewrites the pins)')
+  with open(GOLDEN, 'w') as f:
+    json.dump({key: param_tree(*key.split(':')) for key in PINNED}, f,
+              indent=1, sort_keys=True)

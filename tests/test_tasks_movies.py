@@ -1,5 +1,5 @@
-"""The movie experiments through the one training loop, on the :smoke configs:
-train, evaluate, leave-one-out hygiene, negatives, and the models' contracts."""
+"""The movie task through the one training loop, on the :smoke configs:
+train, evaluate, leave-one-out hygiene, negatives and plots."""
 
 import json
 import os
@@ -9,13 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attention import models
-from attention import ranking
-from attention import train_lib
+from attention.data import movies as movie_data
 from attention.tasks import movies as movies_task
+from attention.tasks import ranking
+from attention.training import train_lib
 from configs import bahdanau_movies
 from configs import mf_movies
 from configs import mha_movies
+from conftest import read_metrics
 
 CONFIGS = {'mha_movies': mha_movies, 'bahdanau_movies': bahdanau_movies,
            'mf_movies': mf_movies}
@@ -23,11 +24,6 @@ KS = (1, 5, 10)
 PROTOCOLS = ('full', 'sampled_uniform100', 'sampled_pop100')
 DOCUMENTED = [f'{p}/{m}@{k}' for p in PROTOCOLS for m in ('hr', 'ndcg')
               for k in KS] + ['oracle/ndcg@10']
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')
@@ -46,7 +42,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope='module')
 def task(tmp_path_factory):
   config = mha_movies.get_config('smoke')
-  return train_lib.Trainer(config, str(tmp_path_factory.mktemp('task'))).task
+  return movies_task.Task(config, str(tmp_path_factory.mktemp('task')))
 
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
@@ -118,9 +114,8 @@ def test_tensorboard_has_attention_images(runs):
 def test_eval_metrics_equal_a_numpy_ranking(runs):
   """The jitted eval path against ranks computed here from the raw scores."""
   config, workdir, _, results = runs['mha_movies']
-  trainer = train_lib.Trainer(config, workdir)
-  params, _ = train_lib.restore_params(trainer)
-  task, split = trainer.task, trainer.task.data.test
+  task, params, _ = train_lib.restore(config, workdir)
+  split = task.data.test
   batch = split.collate(np.arange(len(split)), int(split.lengths.max()))
   scores, _ = task._score_next({'params': params}, batch['inputs'],  # pylint: disable=protected-access
                                batch['length'], batch['user'])
@@ -150,15 +145,16 @@ def test_leave_one_out_inputs_never_contain_the_held_out_movie(task):
   data = task.data
   held_out = {u: set(s[-2:].tolist()) for u, s in
               zip(range(1, data.num_users + 1), data.sequences)}
-  train_iter = task.train_iterator()
+  train_iter = task.train_batches()
   for _ in range(12):  # several epochs of the smoke data
     batch = next(train_iter)
     for row in range(len(batch['user'])):
       seen = set(batch['inputs'][row].tolist()) | set(
           batch['targets'][row].tolist())
       assert not seen & held_out[int(batch['user'][row])]
-  for split, later in ((data.validation, 2), (data.test, 1)):
-    for batch in task.eval_batches(split):
+  for name, later in (('validation', 2), ('test', 1)):
+    split = task.split(name)
+    for batch in task.eval_batches(name):
       for row, example in enumerate(batch['example']):
         if example < 0:
           continue
@@ -199,23 +195,24 @@ def test_plots_show_the_most_recent_movies(task, tmp_path):
 @pytest.mark.parametrize('strategy', ['uniform', 'popularity'])
 def test_sampled_negatives_are_fixed_and_never_a_positive(task, strategy):
   data = task.data
-  for split in (data.validation, data.test):
-    negatives = task.negatives(split, strategy)
+  for name in ('validation', 'test'):
+    split = task.split(name)
+    negatives = task.negatives(name, strategy)
     assert negatives.shape == (len(split), 100)
     for i, user in enumerate(split.users):
       positives = set(data.sequences[user - 1].tolist())  # target included
       assert split.targets[i] in positives
       assert not set(negatives[i].tolist()) & positives
       assert len(set(negatives[i].tolist())) == 100 and negatives[i].min() > 0
-    again = movies_task.movies.sample_negatives(
+    again = movie_data.sample_negatives(
         data, split, 100, strategy=strategy,
         seed=int(task.eval_config.negatives_seed))
     np.testing.assert_array_equal(negatives, again)
-  batch = next(task.eval_batches(data.test))
+  batch = next(task.eval_batches('test'))
   real = batch['example'] >= 0
   np.testing.assert_array_equal(
       batch[f'negatives_{strategy}'][real],
-      task.negatives(data.test, strategy)[batch['example'][real]])
+      task.negatives('test', strategy)[batch['example'][real]])
 
 
 def test_training_negatives_are_deterministic_and_skip_the_users_movies():
@@ -233,51 +230,6 @@ def test_training_negatives_are_deterministic_and_skip_the_users_movies():
     assert 0 in drawn  # the user's own movies were drawn and dropped
 
 
-@pytest.mark.parametrize('name', ['sasrec', 'target_attention', 'mf'])
-def test_score_next_equals_the_last_position_of_a_full_pass(name):
-  """score_next (evaluation) = __call__ (training) at the last real position,
-  and scoring all movies = scoring them as explicit candidates."""
-  config = CONFIGS[{'sasrec': 'mha_movies', 'target_attention':
-                    'bahdanau_movies', 'mf': 'mf_movies'}[name]].get_config(
-                        'smoke')
-  if name == 'target_attention':
-    config.model.chunk_size = 7  # several chunks, the last one partial
-  model = models.build(config.model, num_items=20, num_users=3, max_len=6)
-  inputs = jnp.array([[3, 5, 7, 0, 0, 0], [2, 4, 6, 8, 10, 12]])
-  length = jnp.array([3, 6])
-  user = jnp.array([1, 2])
-  candidates = jnp.broadcast_to(jnp.arange(21), (2, 6, 21))
-  params = jax.jit(model.init)(jax.random.key(0), inputs, user,
-                               candidates[..., :2])
-  some_candidates = jnp.array([[7, 1], [12, 20]])
-
-  @jax.jit
-  def run(inputs):  # One compilation for every call of this test.
-    every, _ = model.apply(params, inputs, user, candidates)
-    all_items = every
-    if name != 'target_attention':  # It has no full softmax (tested below).
-      all_items, _ = model.apply(params, inputs, user, None)
-    full, _ = model.apply(params, inputs, length, user,
-                          method=model.score_next)
-    some, _ = model.apply(params, inputs, length, user, some_candidates,
-                          method=model.score_next)
-    return every, all_items, full, some
-
-  every, all_items, full, some = run(inputs)
-  np.testing.assert_allclose(jnp.broadcast_to(all_items, every.shape), every,
-                             rtol=1e-5, atol=1e-5)
-  want = np.stack([every[0, 2], every[1, 5]])
-  np.testing.assert_allclose(full, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(
-      some, np.take_along_axis(want, np.asarray(some_candidates), 1),
-      rtol=1e-5, atol=1e-5)
-  if name != 'mf':
-    # Causal: changing a later movie leaves earlier positions alone.
-    changed = run(inputs.at[1, 4].set(1))[0]
-    np.testing.assert_allclose(changed[1, :4], every[1, :4], rtol=1e-5,
-                               atol=1e-5)
-
-
 @pytest.mark.parametrize('edit, message', [
     (lambda c: setattr(c, 'loss', 'hinge'),
      r"Unknown config.loss 'hinge'; valid losses"),
@@ -293,13 +245,3 @@ def test_bad_config_is_a_clear_error(edit, message, tmp_path):
   edit(config)
   with pytest.raises(ValueError, match=message):
     train_lib.train_and_evaluate(config, str(tmp_path))
-
-
-def test_config_variants():
-  with pytest.raises(ValueError, match=r"Unknown config variant 'tiny'; valid "
-                     r"variants: \['smoke', 'movielens'\]"):
-    mha_movies.get_config('tiny')
-  for module in CONFIGS.values():
-    config = module.get_config('movielens')
-    assert (config.data.source, config.task) == ('movielens', 'movies')
-    assert module.get_config().data.source == 'toy'

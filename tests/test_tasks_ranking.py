@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from attention import ranking
+from attention.tasks import ranking
 
 
 def metrics(scores, target, exclude=None, k=10):

@@ -1,5 +1,5 @@
-"""Kill-anywhere resume: SIGKILL at random moments, then bit-for-bit equality;
-checkpoints cut off mid-write are never loaded."""
+"""Checkpoints: one cut off mid-write is never loaded, and training killed at
+random moments (SIGKILL) resumes bit for bit (scripts/kill_resume.py)."""
 
 import json
 import os
@@ -11,11 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from attention import checkpoints
-from attention import train_lib
+from attention.training import checkpoints
+from attention.training import train_lib
 from configs import mha_translate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
 
 
 def test_kill_resume_script_short(tmp_path):
@@ -46,8 +45,7 @@ def finished_run(tmp_path_factory):
 
 
 def _params(config, workdir):
-  trainer = train_lib.Trainer(config, workdir)
-  return jax.tree.leaves(train_lib.restore_params(trainer)[0])
+  return jax.tree.leaves(train_lib.restore(config, workdir)[1])
 
 
 def _cut_off(src, dst):

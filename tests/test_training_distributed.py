@@ -5,7 +5,6 @@ Every run here is a train.py subprocess on 127.0.0.1 with forced CPU devices;
 multi-process CPU collectives go through gloo (JAX's default for CPU).
 """
 
-import json
 import os
 import signal
 import socket
@@ -17,12 +16,12 @@ import jax
 import numpy as np
 import pytest
 
-from attention import checkpoints
-from attention import distributed
-from attention import train_lib
+from attention.training import checkpoints
+from attention.training import distributed
+from attention.training import train_lib
 from configs import mha_translate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import read_metrics
+from conftest import ROOT
 SMOKE = 'configs/mha_translate.py:smoke'
 # No evaluation before the last step: these tests are about training.
 QUIET = ['--config.eval_every_steps=1000']
@@ -68,13 +67,8 @@ def run_processes(workdir, num_processes, devices_each, *flags,
 
 def final_params(workdir):
   config = mha_translate.get_config('smoke')
-  params, step = train_lib.restore_params(train_lib.Trainer(config, workdir))
+  _, params, step = train_lib.restore(config, workdir)
   return jax.tree_util.tree_flatten_with_path(params)[0], step
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
 
 
 @pytest.fixture(scope='module')

@@ -1,16 +1,18 @@
-"""The local sweep launcher: every point in parallel processes, finished
-points skipped, the results table as markdown and CSV."""
+"""Sweeps: a point's overrides, the results table, and the local launcher
+(every point in parallel processes, finished points skipped, the table as
+markdown and CSV)."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from attention import sweep
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from attention.training import sweep
+from configs import mha_translate
+from conftest import ROOT
 
 # Two points that differ only in their seed: the smoke model, compiled once.
 CONFIG = '''
@@ -25,9 +27,9 @@ def get_config(arg=None):
 '''
 
 
-def launch(config_path, workdir, *flags):
+def launch(config_path, workdir, *flags, module='attention.training.sweep'):
   return subprocess.run(
-      [sys.executable, '-m', 'attention.sweep', f'--config={config_path}',
+      [sys.executable, '-m', module, f'--config={config_path}',
        f'--workdir={workdir}', '--parallel=2', *flags],
       cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
       capture_output=True, text=True, timeout=600)
@@ -49,8 +51,10 @@ def test_launcher_runs_every_point_then_skips_finished_ones(tmp_path):
   assert float(rows[0]['eval/loss']) != float(rows[1]['eval/loss'])
   with open(workdir / 'results.md') as f:
     assert f.read().startswith('| point | status | step | eval/')
-  # Again: nothing left to run.
-  again = launch(config_path, workdir, '--config.eval_every_steps=1000')
+  # Again: nothing left to run. (Under the module's old name, which still
+  # runs: python -m attention.sweep.)
+  again = launch(config_path, workdir, '--config.eval_every_steps=1000',
+                 module='attention.sweep')
   assert again.returncode == 0, again.stderr[-3000:]
   assert 'point 0: finished already (step 2), skipped' in again.stdout
   assert 'point 1: finished already (step 2), skipped' in again.stdout
@@ -78,3 +82,26 @@ def test_launcher_refuses_a_config_without_sweep_or_bad_points(tmp_path):
   with pytest.raises(ValueError, match=r'Point 5 is out of range: the sweep '
                      r'has 2 points'):
     sweep.launch(str(config_path), str(tmp_path), points=[5])
+
+
+def test_sweep_point_overrides_land_in_its_config(tmp_path):
+  config = mha_translate.get_config()
+  point, point_dir = sweep.sweep_point(config, str(tmp_path), 2)
+  assert point.model.num_layers == 3 and point.model.num_kv_heads == 1
+  assert config.model.num_kv_heads is None  # the base config is untouched
+  assert os.path.basename(point_dir) == '2-num_layers=3,num_kv_heads=1'
+  with pytest.raises(ValueError, match='out of range: the sweep has 3'):
+    sweep.sweep_point(config, str(tmp_path), 3)
+  with pytest.raises(ValueError, match="no key 'num_layer'.*valid keys"):
+    sweep.apply_overrides(config, {'model.num_layer': 1})
+
+
+def test_sweep_results_table(tmp_path):
+  for i, bleu in enumerate([10.0, 20.0]):
+    point = tmp_path / f'{i}-num_layers={i + 1}'
+    point.mkdir()
+    (point / 'eval_results.json').write_text(json.dumps({'step': 5,
+                                                         'bleu': bleu}))
+  table = sweep.markdown_table(sweep.collect(str(tmp_path)))
+  assert '| 0-num_layers=1 | 5 | 10 |' in table
+  assert '| 1-num_layers=2 | 5 | 20 |' in table

@@ -1,7 +1,7 @@
-"""The real training loop on the :smoke configs: train, checkpoint, resume,
-evaluate, data parallelism, sweeps and bad input."""
+"""The one training loop on the :smoke configs: the workdir, resume, data
+parallelism, the one definition of a mean and bad input."""
 
-import json
+import math
 import os
 import shutil
 import subprocess
@@ -11,40 +11,15 @@ import jax
 import numpy as np
 import pytest
 
-from attention import checkpoints
-from attention import sweep
-from attention import train_lib
-from configs import bahdanau_translate
+from attention.training import checkpoints
+from attention.training import train_lib
 from configs import mha_translate
-from configs import rnnencdec_translate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {'mha_translate': mha_translate, 'bahdanau_translate':
-           bahdanau_translate, 'rnnencdec_translate': rnnencdec_translate}
-
-
-def read_metrics(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
-
-
-def final_params(workdir, config):
-  trainer = train_lib.Trainer(config, workdir)
-  params, _ = train_lib.restore_params(trainer)
-  return params
-
-
-@pytest.fixture(scope='module')
-def mha_run(tmp_path_factory):
-  """The mha smoke config trained for its 4 steps (checkpoints at 2 and 4)."""
-  workdir = str(tmp_path_factory.mktemp('mha'))
-  config = mha_translate.get_config('smoke')
-  last_eval = train_lib.train_and_evaluate(config, workdir)
-  return config, workdir, last_eval
+from conftest import read_metrics
+from conftest import ROOT
 
 
 def test_smoke_run_writes_the_documented_workdir(mha_run):
-  config, workdir, last_eval = mha_run
+  _, workdir, last_eval = mha_run
   rows = read_metrics(workdir)
   assert [r['step'] for r in rows if 'train/loss' in r] == [2, 4]
   assert all(np.isfinite(r['train/loss']) for r in rows if 'train/loss' in r)
@@ -70,88 +45,17 @@ def test_tensorboard_events_readable_without_tensorflow(mha_run):
 
 def test_resume_equals_an_uninterrupted_run(mha_run, tmp_path):
   config, workdir, _ = mha_run
-  want = final_params(workdir, config)
+  _, want, _ = train_lib.restore(config, workdir)
   # Cut the run back to its step-2 checkpoint, as if it had died there.
   resumed = str(tmp_path / 'resumed')
   shutil.copytree(workdir, resumed)
   shutil.rmtree(os.path.join(resumed, 'checkpoints', '4'))
   train_lib.train_and_evaluate(config, resumed)
-  got = final_params(resumed, config)
+  _, got, _ = train_lib.restore(config, resumed)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6,
                                                        atol=1e-6), got, want)
   steps = [r['step'] for r in read_metrics(resumed) if 'train/loss' in r]
   assert steps == [2, 4]  # the log has no duplicate of the replayed steps
-
-
-EVAL_KEYS = ('bleu', 'chrf', 'exact_match', 'token_accuracy', 'aer',
-             'beam/bleu', 'beam/chrf', 'beam/exact_match')
-
-
-def test_eval_writes_every_documented_key(mha_run):
-  config, workdir, _ = mha_run
-  results = train_lib.evaluate_checkpoint(config, workdir)
-  with open(os.path.join(workdir, 'eval_results.json')) as f:
-    written = json.load(f)
-  assert written == results and written['step'] == 4
-  for key in EVAL_KEYS:
-    assert key in written, key
-  assert any(k.startswith('bleu_by_length/') for k in written)
-  assert any(k.startswith('beam/bleu_by_length/') for k in written)
-  # The smoke data trains on sources of up to 10 words and tests up to 12.
-  for prefix in ('', 'beam/'):
-    ranges = {k.split('/')[-1] for k in written
-              if k.startswith(prefix + 'exact_match_by_train_range/')}
-    assert ranges == {'0-10', '11+'}, ranges
-  assert 0.0 <= written['bleu'] <= 100.0
-  assert os.path.exists(os.path.join(workdir, 'translations_greedy.tsv'))
-  assert os.listdir(os.path.join(workdir, 'alignments', 'test_step_4'))
-
-
-def test_alignment_plots_of_translations_shorter_or_longer_than_gold(
-    mha_run, tmp_path):
-  config, workdir, _ = mha_run
-  trainer = train_lib.Trainer(config, workdir)
-  params, _ = train_lib.restore_params(trainer)
-  split = trainer.task.data.test
-  # The example whose gold target most exceeds its source: a short
-  # translation of it needs room for the gold target in the batch.
-  i = int(np.argmax([len(t) - len(s) for s, t in zip(split.src, split.tgt)]))
-  assert len(split.tgt[i]) > len(split.src[i])
-  for tgt_ids in ([np.zeros(0, np.int32)],
-                  [np.concatenate([split.tgt[i]] * 3)]):
-    images = trainer.task._plot_alignments(params, split, np.array([i]),
-                                           tgt_ids, str(tmp_path))
-    assert len(images) == 1
-    matrix = np.load(tmp_path / f'example{i}_layer0.npy')
-    assert matrix.shape == (len(tgt_ids[0]) + 1, len(split.src[i]) + 1)
-
-
-@pytest.mark.parametrize('name', ['bahdanau_translate', 'rnnencdec_translate'])
-def test_one_train_step_of_each_smoke_config(name, tmp_path):
-  config = CONFIGS[name].get_config('smoke')
-  config.num_train_steps = 1
-  config.eval_every_steps = 1
-  last_eval = train_lib.train_and_evaluate(config, str(tmp_path))
-  rows = read_metrics(str(tmp_path))
-  assert np.isfinite(rows[0]['train/loss']) and 'eval/loss' in rows[-1]
-  has_attention = name == 'bahdanau_translate'
-  assert ('aer' in last_eval) == has_attention
-  assert os.path.isdir(os.path.join(tmp_path, 'alignments')) == has_attention
-  results = train_lib.evaluate_checkpoint(config, str(tmp_path))
-  assert ('aer' in results) == has_attention
-  if has_attention:
-    # The per-word breakdown (scripts/aer_by_word.py) adds up to the AER.
-    trainer = train_lib.Trainer(config, str(tmp_path))
-    params, _ = train_lib.restore_params(trainer)
-    out = trainer.task.alignment_misses(params)
-    assert out['name'] == 'alpha'
-    scored, missed = sum(out['totals'].values()), sum(out['misses'].values())
-    assert 0 < scored <= out['gold_links'] and 0 <= missed <= scored
-    assert sum(out['offsets'].values()) == missed
-    assert last_eval['aer'] == pytest.approx(
-        1.0 - 2.0 * (scored - missed) / (scored + out['gold_links']),
-        abs=1e-6)
-  assert {'bleu', 'beam/bleu', 'exact_match', 'token_accuracy'} <= set(results)
 
 
 def test_data_parallel_loss_equals_single_device(mha_run, tmp_path):
@@ -172,27 +76,9 @@ def test_data_parallel_loss_equals_single_device(mha_run, tmp_path):
   np.testing.assert_allclose(four, one, rtol=1e-5)
 
 
-def test_sweep_point_overrides_land_in_its_config(tmp_path):
-  config = mha_translate.get_config()
-  point, point_dir = sweep.sweep_point(config, str(tmp_path), 2)
-  assert point.model.num_layers == 3 and point.model.num_kv_heads == 1
-  assert config.model.num_kv_heads is None  # the base config is untouched
-  assert os.path.basename(point_dir) == '2-num_layers=3,num_kv_heads=1'
-  with pytest.raises(ValueError, match='out of range: the sweep has 3'):
-    sweep.sweep_point(config, str(tmp_path), 3)
-  with pytest.raises(ValueError, match="no key 'num_layer'.*valid keys"):
-    sweep.apply_overrides(config, {'model.num_layer': 1})
-
-
-def test_sweep_results_table(tmp_path):
-  for i, bleu in enumerate([10.0, 20.0]):
-    point = tmp_path / f'{i}-num_layers={i + 1}'
-    point.mkdir()
-    (point / 'eval_results.json').write_text(json.dumps({'step': 5,
-                                                         'bleu': bleu}))
-  table = sweep.markdown_table(sweep.collect(str(tmp_path)))
-  assert '| 0-num_layers=1 | 5 | 10 |' in table
-  assert '| 1-num_layers=2 | 5 | 20 |' in table
+def test_one_definition_of_a_mean():
+  assert train_lib.mean(3.0, 4.0) == 0.75
+  assert math.isnan(train_lib.mean(0.0, 0.0))  # nothing counted
 
 
 @pytest.mark.parametrize('edit, message', [
@@ -222,7 +108,7 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
 
 
 def test_checkpoint_of_another_config_is_refused(mha_run, tmp_path):
-  config, workdir, _ = mha_run
+  _, workdir, _ = mha_run
   other = str(tmp_path / 'other')
   shutil.copytree(workdir, other)
   wider = mha_translate.get_config('smoke')
@@ -244,19 +130,3 @@ def test_nan_loss_stops_with_the_step_and_no_checkpoint(tmp_path):
   bad_step = int(e.value.args[0].split('at step ')[1].split(':')[0])
   steps = checkpoints.Checkpoints(str(tmp_path)).all_steps()
   assert all(s < bad_step for s in steps), (steps, bad_step)
-
-
-def test_unknown_config_variant_lists_the_valid_ones():
-  with pytest.raises(ValueError, match=r"Unknown config variant 'tiny'; valid "
-                     r"variants: \['smoke', 'tatoeba'\]"):
-    mha_translate.get_config('tiny')
-  assert mha_translate.get_config('tatoeba').data.source == 'tsv'
-
-
-def test_eval_translates_given_sentences_and_plots_them(mha_run):
-  config, workdir, _ = mha_run
-  out = train_lib.translate_sentences(config, workdir,
-                                      ['the cat walks', 'the dog'])
-  assert len(out) == 2 and all(isinstance(t, str) for t in out)
-  plots = os.listdir(os.path.join(workdir, 'alignments', 'sentences_step_4'))
-  assert {'example0_layer0.png', 'example1_layer0.npy'} <= set(plots)

@@ -1,30 +1,43 @@
-"""Tasks: what the one training loop (attention.train_lib) needs per task.
+"""Tasks: what the one training loop (attention.training) needs of each task.
 
-``config.task`` names a module here that exports ``Task``. A Task is built as
-``Task(config, workdir, trainer)`` (the trainer gives it ``to_device``), loads
-its data and model, and provides:
+``config.task`` names a module here that exports ``Task``. A Task works on
+host data and pure functions only: it never sees a device, a mesh or the loop,
+and the loop never hands it one. ``Task(config, workdir)`` loads the data and
+builds the model, and provides:
 
-  model                        the flax module
-  init_params(rng)             initial parameters
-  train_keys                   batch fields the train step reads
-  train_iterator()             a checkpointable grain iterator of this
-                               process' share of each global batch
+  model                   the flax module
+  init_params(rng)        initial parameters (pure; the loop jits it)
+  train_keys              the batch fields the train step reads
+  train_batches()         a checkpointable grain iterator over this process'
+                          share of each global training batch (host arrays)
   loss_fn(params, batch, rng, train) -> (loss, metrics)
-                               metrics: {name: (sum, count)}; the loop logs
-                               sum / count, so means are global
-  evaluate(params, step, writer)
-                               validation scalars; plots on process 0
-  test(params, step)           eval.py's results dict
+  eval_batches(split)     host batches of 'validation' or 'test', every example
+                          once; padding rows have ``example == -1``
+  eval_step(params, batch) -> metrics
+  summarize(split, means) -> {name: value}
+                          the metrics to log (validation) or report (test),
+                          from the loop's means of eval_step's metrics
+  plots(params, split, directory) -> {tag: image}
+                          attention plots of a few fixed examples, written as
+                          PNG and .npy into ``directory`` on process 0
+  predictors() -> {name: fn(params, batch) -> [B, ...]}
+                          test-time outputs per example (decoded tokens); the
+                          loop runs each over the test split and gathers them
+  test(params, means, predictions, directory) -> {name: value}
+                          eval.py's results; plots into ``directory``
+
+Metrics are ``{name: (sum, count)}`` pairs of on-device scalars: the loop
+adds them up over batches, devices and processes and divides once
+(attention.training.train_lib.mean), so every mean is a global one.
+Task-specific commands live with their task (``translate.Task.translate``).
+
+The helpers beside the tasks: decoding (greedy and beam search), metrics
+(BLEU, chrF, AER, entropy), ranking (HR@K, NDCG@K) and plotting (heatmaps).
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
-
-import jax
-
-from attention.data import pipeline
 
 TASKS = ('translate', 'movies')
 
@@ -34,18 +47,4 @@ def get_task(name: str):
   if name not in TASKS:
     raise ValueError(f'Unknown config.task {name!r}; valid tasks: '
                      f'{list(TASKS)}.')
-  present = {m.name for m in pkgutil.iter_modules(__path__)}
-  if name not in present:
-    raise ValueError(f"config.task {name!r} is not implemented yet; "
-                     f'implemented: {sorted(present)}.')
   return importlib.import_module(f'attention.tasks.{name}').Task
-
-
-def split_iterator(split, config, train: bool):
-  """This process' share of ``split``: a grain train or eval iterator."""
-  kwargs = dict(process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                local_device_count=jax.local_device_count())
-  if train:
-    return pipeline.train_iterator(split, config, **kwargs)
-  return pipeline.eval_iterator(split, config, **kwargs)

@@ -11,7 +11,8 @@ caches) is threaded through as mutable variables. Every array in the state and
 the cache whose leading axis is the batch is reordered when beams are
 re-ranked; scalars (positions, cache indices) are shared by all beams.
 
-Axis legend: B batch, W beam, V vocabulary, L output length.
+The token ids (begin, end, padding) come in as arguments: the vocabulary
+decides them (attention.data.tokenizers), not the decoder.
 """
 
 from __future__ import annotations
@@ -22,10 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attention.data.tokenizers import BOS_ID
-from attention.data.tokenizers import EOS_ID
-from attention.data.tokenizers import PAD_ID
-
 
 def length_penalty(lengths, alpha):
   """GNMT's ((5 + |Y|) / 6) ** alpha (Wu et al., 2016); 1 when alpha = 0."""
@@ -33,7 +30,8 @@ def length_penalty(lengths, alpha):
 
 
 def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
-                max_length: int, alpha: float = 0.6):
+                max_length: int, bos_id: int, eos_id: int, pad_id: int,
+                alpha: float = 0.6):
   """Decodes ``src_BS`` with ``beam_size`` beams (1 = greedy).
 
   Hypotheses are ranked by summed log-probability during the search; the
@@ -43,9 +41,12 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
     model: a translation Model (the training instance; a Transformer is cloned
       with decode=True here).
     variables: ``{'params': ...}``.
-    src_BS: int source tokens [B, S] (PAD_ID = padding).
+    src_BS: int source tokens [B, S] (``pad_id`` = padding).
     beam_size: W >= 1.
     max_length: L, the most output tokens (EOS included).
+    bos_id: the token that starts every hypothesis.
+    eos_id: the token that ends one.
+    pad_id: the token written after the end.
     alpha: length-penalty exponent.
 
   Returns:
@@ -61,8 +62,8 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
   src_rep = jnp.repeat(src_BS, W, axis=0)  # row b * W + w
   state, cache = model.apply(variables, src_rep, max_length,
                              method='init_decode', mutable=['cache'])
-  tokens_BWL = jnp.full((B, W, max_length + 1), PAD_ID, jnp.int32)
-  tokens_BWL = tokens_BWL.at[:, :, 0].set(BOS_ID)
+  tokens_BWL = jnp.full((B, W, max_length + 1), pad_id, jnp.int32)
+  tokens_BWL = tokens_BWL.at[:, :, 0].set(bos_id)
   # Only beam 0 is live at the start, so the first step's W best are distinct.
   scores_BW = jnp.tile(jnp.where(jnp.arange(W) == 0, 0.0, -jnp.inf), (B, 1))
   finished_BW = jnp.zeros((B, W), bool)
@@ -89,7 +90,7 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
     V = logits.shape[-1]
     logp_BWV = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(B, W, V)
     # A finished beam can only be extended by PAD, at no cost.
-    pad_only_V = jnp.where(jnp.arange(V) == PAD_ID, 0.0, -jnp.inf)
+    pad_only_V = jnp.where(jnp.arange(V) == pad_id, 0.0, -jnp.inf)
     logp_BWV = jnp.where(finished_BW[:, :, None], pad_only_V[None, None],
                          logp_BWV)
     candidates = (scores_BW[:, :, None] + logp_BWV).reshape(B, W * V)
@@ -101,7 +102,7 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
     lengths_BW = jnp.where(was_finished,
                            jnp.take_along_axis(lengths_BW, beam_BW, axis=1),
                            t + 1)
-    finished_BW = was_finished | (token_BW == EOS_ID)
+    finished_BW = was_finished | (token_BW == eos_id)
     reorder_fn = functools.partial(reorder, beam_BW)
     state = jax.tree.map(reorder_fn, state)
     cache = jax.tree.map(reorder_fn, cache)
@@ -118,8 +119,9 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
   return best_tokens[:, 0, 1:], jnp.take_along_axis(scores_BW, best_B1, 1)[:, 0]
 
 
-def make_decoder(model: nn.Module, *, beam_size: int, max_length: int,
-                 alpha: float = 0.6):
-  """A jitted ``fn(variables, src_BS) -> (tokens_BL, log_probs_B)``."""
-  return jax.jit(functools.partial(beam_search, model, beam_size=beam_size,
-                                   max_length=max_length, alpha=alpha))
+def make_decoder(model: nn.Module, **kwargs):
+  """A jitted ``fn(variables, src_BS) -> (tokens_BL, log_probs_B)``.
+
+  ``kwargs``: the keyword arguments of :func:`beam_search`.
+  """
+  return jax.jit(functools.partial(beam_search, model, **kwargs))

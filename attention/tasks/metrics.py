@@ -67,32 +67,30 @@ def _bucket_start(name: str) -> int:
   return int(name.split('-')[0].rstrip('+'))
 
 
-def alignment_counts(weights_BTS, gold_BTS, target_mask_BT):
-  """Counts for AER of the argmax alignment: int [|A∩G|, |A|, |G|].
+def alignment_error_sums(weights_BTS, gold_BTS, target_mask_BT):
+  """Alignment error rate of the argmax alignment, as a (sum, count) pair.
 
   Each real target position t with at least one gold link is aligned to its
   argmax source position (A); G is the gold links. Target positions without
-  gold links (EOS) are left out of both. Works on NumPy and (jitted) JAX
-  arrays.
+  gold links (EOS) are left out of both. With sure = possible = gold,
+  AER = 1 - 2|A∩G| / (|A| + |G|) = (|A| + |G| - 2|A∩G|) / (|A| + |G|), so
+  the pair (|A| + |G| - 2|A∩G|, |A| + |G|) adds up over batches like any
+  other metric. Works on NumPy and (jitted) JAX arrays.
 
   Args:
     weights_BTS: attention weights, target x source.
     gold_BTS: bool gold links.
     target_mask_BT: bool, real target positions.
+
+  Returns:
+    int ``(errors, total)``: AER = errors / total.
   """
   scored_BT = target_mask_BT & gold_BTS.any(-1)
   argmax_BT = weights_BTS.argmax(-1)
   hit_BT = jnp.take_along_axis(gold_BTS, argmax_BT[..., None], -1)[..., 0]
-  return jnp.stack([(hit_BT & scored_BT).sum(), scored_BT.sum(),
-                    (gold_BTS & scored_BT[..., None]).sum()])
-
-
-def aer_from_counts(counts) -> float:
-  """Alignment error rate with sure = possible = gold: 1 - 2|A∩G|/(|A|+|G|)."""
-  both, predicted, gold = (float(c) for c in np.asarray(counts))
-  if predicted + gold == 0:
-    return float('nan')
-  return 1.0 - 2.0 * both / (predicted + gold)
+  both = (hit_BT & scored_BT).sum()
+  total = scored_BT.sum() + (gold_BTS & scored_BT[..., None]).sum()
+  return total - 2 * both, total
 
 
 def attention_entropy_sums(weights_BTS, target_mask_BT):

@@ -27,16 +27,16 @@ second-to-last for validation, the last for test) after the whole history:
                     overstate quality and can reorder models.
 
 with HR@K and NDCG@K for K in ``config.eval.ks`` (ties split fairly, see
-attention.ranking), the validation/test ``loss`` (cross-entropy of the target
-over all movies), the same metrics of a popularity ranking
+attention.tasks.ranking), the validation/test ``loss`` (cross-entropy of the
+target over all movies), the same metrics of a popularity ranking
 (``popularity/<protocol>/...``), and on the synthetic world the ranking by
 the true next-movie distribution (``oracle/...``; ``oracle/expected_ndcg@10``
 averages over targets drawn from it) and ``share_of_oracle/ndcg@10``.
 
 Attention a model exposes for plots (its ``aux``; see attention.models.mf
 for the model interface):
-  sasrec            ``self_attention`` [layers, B, N, L, L]: history x history,
-                    plotted per layer (head average);
+  sasrec            ``self_attention`` [num_layers, B, N, L, L]: history x
+                    history, plotted per layer (head average);
   target_attention  ``target_attention`` [B, C, L]: candidates x history,
                     for the target and the model's top recommendations;
   mf                nothing.
@@ -56,12 +56,11 @@ import numpy as np
 import optax
 
 from attention import models
-from attention import plotting
-from attention import tasks
-from attention import ranking
-from attention.data import config as data_config
 from attention.data import movie_world
 from attention.data import movies
+from attention.data import pipeline
+from attention.tasks import plotting
+from attention.tasks import ranking
 
 LOSSES = ('softmax', 'bce', 'sampled_softmax')
 _NEG = -1e9  # Logit of movies that must not win (the padding id 0).
@@ -71,13 +70,10 @@ class Task:
   """The movie task (see attention.tasks for the interface)."""
 
   train_keys = ('inputs', 'targets', 'mask', 'user')
-  eval_keys = ('inputs', 'length', 'user', 'target', 'example', 'seen',
-               'negatives_uniform', 'negatives_popularity', 'oracle')
 
-  def __init__(self, config, workdir: str, trainer):
+  def __init__(self, config, workdir: str):
     self.config = config
     self.workdir = workdir
-    self.trainer = trainer
     if config.loss not in LOSSES:
       raise ValueError(f'Unknown config.loss {config.loss!r}; valid losses: '
                        f'{list(LOSSES)}.')
@@ -93,12 +89,12 @@ class Task:
                       f'sampled_pop{num_negatives}': 'popularity'}
     self.data = movies.load_movies(config.data)
     self.num_items = self.data.num_items
-    self.max_len = int(data_config.get(config.data, 'max_len', 'movies'))
+    self.max_len = self.data.train.max_len
     self.model = models.build(config.model, num_items=self.num_items,
                               num_users=self.data.num_users,
                               max_len=self.max_len)
-    self._negatives: dict[tuple[int, str], np.ndarray] = {}
-    self._baselines: dict[int, dict[str, float]] = {}
+    self._negatives: dict[tuple[str, str], np.ndarray] = {}
+    self._oracle: dict[str, dict[str, float]] = {}
 
   # --- training ---------------------------------------------------------
 
@@ -109,11 +105,8 @@ class Task:
     return self.model.init(rng, inputs, jnp.ones((1,), jnp.int32),
                            candidates)['params']
 
-  def _iterator(self, split, train: bool):
-    return tasks.split_iterator(split, self.config, train)
-
-  def train_iterator(self):
-    return self._iterator(self.data.train, train=True)
+  def train_batches(self):
+    return pipeline.train_iterator(self.data.train, self.config)
 
   def loss_fn(self, params, batch, rng, train: bool):
     """Next-movie loss at every real position -> (loss, metrics)."""
@@ -161,48 +154,48 @@ class Task:
 
   # --- evaluation ---------------------------------------------------------
 
+  def split(self, name: str) -> movies.MovieSplit:
+    splits = {'validation': self.data.validation, 'test': self.data.test}
+    if name not in splits:
+      raise ValueError(f'Unknown split {name!r}; valid: {sorted(splits)}.')
+    return splits[name]
+
   @functools.cached_property
   def _score_next(self):
     return jax.jit(functools.partial(self.model.apply,
                                      method=self.model.score_next))
 
-  @functools.cached_property
-  def _eval_step(self):
-    """Ranking metrics of the model on one batch: on-device (sum, count)."""
-    def step(params, batch):
-      scores_BV, _ = self.model.apply(
-          {'params': params}, batch['inputs'], batch['length'], batch['user'],
-          method=self.model.score_next)
-      metrics = self._rank_metrics(scores_BV, batch, self.protocols)
-      real_B = (batch['example'] >= 0).astype(jnp.float32)
-      logits_BV = scores_BV.at[:, 0].set(_NEG)
-      if self.config.loss_excludes_seen:
-        not_target_BV = (jnp.arange(logits_BV.shape[1])[None, :]
-                         != batch['target'][:, None])
-        logits_BV = jnp.where(batch['seen'] & not_target_BV, _NEG, logits_BV)
-      loss_B = optax.softmax_cross_entropy_with_integer_labels(
-          logits_BV, batch['target'])
-      metrics['loss'] = ((loss_B * real_B).sum(), real_B.sum())
-      return metrics
-    return jax.jit(step)
+  def eval_step(self, params, batch):
+    """Ranking metrics of the model and the baselines on one batch.
 
-  @functools.cached_property
-  def _baseline_step(self):
-    """Popularity (all protocols) and oracle (full ranking) on one batch."""
+    The model under every protocol, its loss, a popularity ranking under
+    every protocol (``popularity/...``) and, on the synthetic world, the
+    ranking by the true next-movie distribution (``oracle/...``).
+    """
+    scores_BV, _ = self.model.apply(
+        {'params': params}, batch['inputs'], batch['length'], batch['user'],
+        method=self.model.score_next)
+    metrics = self._rank_metrics(scores_BV, batch, self.protocols)
+    real_B = (batch['example'] >= 0).astype(jnp.float32)
+    logits_BV = scores_BV.at[:, 0].set(_NEG)
+    if self.config.loss_excludes_seen:
+      not_target_BV = (jnp.arange(logits_BV.shape[1])[None, :]
+                       != batch['target'][:, None])
+      logits_BV = jnp.where(batch['seen'] & not_target_BV, _NEG, logits_BV)
+    loss_B = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BV, batch['target'])
+    metrics['loss'] = ((loss_B * real_B).sum(), real_B.sum())
     popularity_V = jnp.asarray(self.data.popularity, jnp.float32)
-
-    def step(batch):
-      batch_size = batch['target'].shape[0]
-      scores_BV = jnp.broadcast_to(popularity_V[None, :],
-                                   (batch_size, popularity_V.shape[0]))
-      metrics = self._rank_metrics(scores_BV, batch, self.protocols,
-                                   prefix='popularity/')
-      if 'oracle' in batch:
-        metrics.update(self._rank_metrics(batch['oracle'], batch,
-                                          {'full': None}, prefix='oracle/',
-                                          name_protocol=False))
-      return metrics
-    return jax.jit(step)
+    popularity_BV = jnp.broadcast_to(
+        popularity_V[None, :], (batch['target'].shape[0],
+                                popularity_V.shape[0]))
+    metrics.update(self._rank_metrics(popularity_BV, batch, self.protocols,
+                                      prefix='popularity/'))
+    if 'oracle' in batch:
+      metrics.update(self._rank_metrics(batch['oracle'], batch,
+                                        {'full': None}, prefix='oracle/',
+                                        name_protocol=False))
+    return metrics
 
   def _rank_metrics(self, scores_BV, batch, protocols, prefix='',
                     name_protocol=True):
@@ -223,20 +216,22 @@ class Task:
       out.update(ranking.metric_sums(greater, ties, real_B, self.ks, name))
     return out
 
-  def negatives(self, split, strategy: str) -> np.ndarray:
+  def negatives(self, split: str, strategy: str) -> np.ndarray:
     """int32 [N, num_negatives]: the fixed sampled-protocol negatives."""
-    key = (id(split), strategy)
+    key = (split, strategy)
     if key not in self._negatives:
       self._negatives[key] = movies.sample_negatives(
-          self.data, split, int(self.eval_config.num_negatives),
+          self.data, self.split(split), int(self.eval_config.num_negatives),
           strategy=strategy, seed=int(self.eval_config.negatives_seed))
     return self._negatives[key]
 
-  def eval_batches(self, split):
+  def eval_batches(self, split: str):
     """Host batches of ``split`` with 'seen' and the sampled negatives."""
-    for batch in self._iterator(split, train=False):
+    examples = self.split(split)
+    for batch in pipeline.eval_iterator(examples, self.config):
       rows = batch['example']
-      batch['seen'] = ranking.seen_mask(split.histories, rows, self.num_items)
+      batch['seen'] = ranking.seen_mask(examples.histories, rows,
+                                        self.num_items)
       for strategy in ('uniform', 'popularity'):
         negatives = self.negatives(split, strategy)
         batch[f'negatives_{strategy}'] = np.where(
@@ -244,34 +239,25 @@ class Task:
                 np.int32)
       yield batch
 
-  def _summed(self, split, step_fn, keys=None) -> dict[str, float]:
-    """Means over ``split`` of a step's (sum, count) metrics."""
-    totals = None
-    for host_batch in self.eval_batches(split):
-      out = jax.device_get(step_fn(self.trainer.to_device(
-          host_batch, keys or self.eval_keys)))
-      totals = out if totals is None else jax.tree.map(np.add, totals, out)
-    return {k: float(s) / max(float(c), 1e-9) for k, (s, c) in totals.items()}
+  def _expected_oracle(self, split: str) -> dict[str, float]:
+    """The oracle's expected metrics over targets drawn from it; cached."""
+    if split not in self._oracle:
+      examples = self.split(split)
+      self._oracle[split] = {}
+      if examples.oracle is not None:
+        expected = movie_world.oracle_metrics(examples.oracle,
+                                              examples.targets, k=10)
+        self._oracle[split] = {
+            'oracle/expected_ndcg@10': expected['expected_ndcg@10'],
+            'oracle/expected_hr@10': expected['expected_hr@10']}
+    return self._oracle[split]
 
-  def baselines(self, split) -> dict[str, float]:
-    """Popularity and (synthetic world) oracle metrics of ``split``; cached."""
-    if id(split) not in self._baselines:
-      # Without the histories: one batch shape, one compilation.
-      out = self._summed(split, self._baseline_step,
-                         [k for k in self.eval_keys
-                          if k not in ('inputs', 'length', 'user')])
-      if split.oracle is not None:
-        expected = movie_world.oracle_metrics(split.oracle, split.targets,
-                                              k=10)
-        out['oracle/expected_ndcg@10'] = expected['expected_ndcg@10']
-        out['oracle/expected_hr@10'] = expected['expected_hr@10']
-      self._baselines[id(split)] = out
-    return self._baselines[id(split)]
-
-  def _scores(self, params, split) -> dict[str, float]:
-    """Model, baseline and share-of-oracle metrics of ``split``, in order."""
-    model = self._summed(split, functools.partial(self._eval_step, params))
-    baselines = self.baselines(split)
+  def summarize(self, split: str, means: dict[str, float]) -> dict[str, float]:
+    """Model, baseline and share-of-oracle metrics, the headline first."""
+    baselines = {k: v for k, v in means.items()
+                 if k.startswith(('popularity/', 'oracle/'))}
+    baselines.update(self._expected_oracle(split))
+    model = {k: v for k, v in means.items() if k not in baselines}
     first = [k for k in ('full/ndcg@10', 'full/hr@10') if k in model]
     out = {k: model[k] for k in first}
     if 'oracle/ndcg@10' in baselines and 'full/ndcg@10' in model:
@@ -281,21 +267,17 @@ class Task:
     out.update(baselines)
     return out
 
-  def evaluate(self, params, step: int, writer) -> dict[str, float]:
-    """Validation ranking metrics; attention plots of fixed users (proc. 0)."""
-    scalars = self._scores(params, self.data.validation)
-    images = self._plot_attention(
-        params, self.data.validation,
-        os.path.join(self.workdir, 'alignments', f'step_{step}'))
-    writer.write_images(step, images)
-    return scalars
+  def plots(self, params, split: str, directory: str):
+    return self._plot_attention(params, self.split(split), directory)
 
-  def test(self, params, step: int) -> dict[str, Any]:
+  def predictors(self):
+    return {}  # Evaluation ranks; nothing is generated.
+
+  def test(self, params, means, predictions, directory: str) -> dict[str, Any]:
     """Every documented metric on the test split; attention plots."""
-    results = self._scores(params, self.data.test)
-    self._plot_attention(params, self.data.test,
-                         os.path.join(self.workdir, 'alignments',
-                                      f'test_step_{step}'))
+    del predictions
+    results = self.summarize('test', means)
+    self.plots(params, 'test', directory)
     return results
 
   # --- attention plots ------------------------------------------------------
@@ -348,10 +330,9 @@ class Task:
       user = int(batch['user'][r])
       plots = {}
       if 'self_attention' in aux:
-        weights_LNTS = aux['self_attention'][:, r]
-        for layer in range(weights_LNTS.shape[0]):
+        for layer, weights_NLL in enumerate(aux['self_attention'][:, r]):
           plots[f'layer{layer}'] = (
-              weights_LNTS[layer].mean(axis=0)[start:n, start:n], history,
+              weights_NLL.mean(axis=0)[start:n, start:n], history,
               'history (query: after movie)')
       if 'target_attention' in aux:
         cand = [('* ' if c == 0 else '') + label(i)

@@ -17,7 +17,8 @@ The same functions serve every protocol:
   sampled         candidates = [target] + N sampled negatives (none of them
                   a positive), nothing excluded.
 
-Axis legend: B batch (examples), C candidates.
+Shapes use the package's axis legend (see attention/__init__.py): B counts
+examples, C the candidates of a ranking.
 """
 
 from __future__ import annotations

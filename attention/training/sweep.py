@@ -5,12 +5,12 @@ A config sets ``config.sweep = [{'model.num_layers': 1}, {...}, ...]``.
 ``<workdir>/<i>-<overrides>`` (one point per cluster job, e.g. a SLURM array
 task), and
 
-  python -m attention.sweep --workdir=runs/mha_translate
+  python -m attention.training.sweep --workdir=runs/mha_translate
 
 prints the results table of every point found there. The local launcher runs
 the whole sweep, N points at a time, one train.py process each:
 
-  python -m attention.sweep --config=configs/mha_translate.py \
+  python -m attention.training.sweep --config=configs/mha_translate.py \
       --workdir=runs/mha_translate [--parallel=N] [--points=0,2] \
       [--config.<key>=<value> ...]
 
@@ -18,7 +18,8 @@ It skips points that already finished (a committed checkpoint at their
 num_train_steps), gives each process its own GPU(s) where there are GPUs
 (--devices_per_point), writes each point's log to ``<workdir>/logs/<i>.log``,
 and finally prints the results table and writes it to ``results.md`` and
-``results.csv`` in the workdir.
+``results.csv`` in the workdir. (``python -m attention.sweep`` is the same
+command, under the name it had before this module moved.)
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def finished_step(point_dir: str) -> int | None:
     return None
   with open(config_path) as f:
     total = int(json.load(f)['num_train_steps'])
-  from attention import checkpoints  # pylint: disable=g-import-not-at-top
+  from attention.training import checkpoints  # pylint: disable=g-import-not-at-top,line-too-long
   return total if total in checkpoints.committed_steps(point_dir) else None
 
 
@@ -220,7 +221,9 @@ def launch(config_arg: str, workdir: str, overrides: Sequence[str] = (), *,
   workdir = os.path.abspath(workdir)
   logs = os.path.join(workdir, 'logs')
   os.makedirs(logs, exist_ok=True)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  # The repository root, where train.py lives (above attention/).
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
   status: dict[int, str] = {}
   queue = []
   for i in points:

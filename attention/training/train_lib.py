@@ -10,6 +10,12 @@ state), and logs to the console, metrics.jsonl and TensorBoard.
 
 ``evaluate_checkpoint(config, workdir, step)`` is eval.py: load, score, plot,
 write eval_results.json.
+
+The loop alone touches devices: it builds the mesh, sends the task's host
+batches to it, jit-compiles the task's pure functions and sums their
+``(sum, count)`` metrics over every batch and process (:func:`mean`, the one
+definition of a mean). The task (attention.tasks) hands it host arrays and
+pure functions and never calls back.
 """
 
 from __future__ import annotations
@@ -29,14 +35,15 @@ import jax.numpy as jnp
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
 
-from attention import checkpoints as checkpoints_lib
-from attention import distributed
 from attention import tasks
-from attention import writers
+from attention.training import checkpoints as checkpoints_lib
+from attention.training import distributed
+from attention.training import writers
 
 SCHEDULES = ('cosine', 'rsqrt', 'constant')
 
@@ -62,7 +69,7 @@ def initialize_distributed(coordinator_address: str | None = None,
                            ) -> bool:
   """Joins a multi-process run: explicit arguments, or the cluster's own.
 
-  See :func:`attention.distributed.initialize`. Must run before any JAX
+  See :func:`attention.training.distributed.initialize`. Must run before any JAX
   computation.
   """
   return distributed.initialize(coordinator_address, num_processes,
@@ -137,11 +144,18 @@ def _check_config(config) -> None:
     if int(config[key]) < 1:
       raise ValueError(f'config.{key} must be positive, got {config[key]}.')
   devices = jax.device_count()
-  if config.batch_size % devices:
-    raise ValueError(
-        f'config.batch_size={config.batch_size} (the global batch) does not '
-        f'divide evenly over the {devices} devices; use a multiple of '
-        f'{devices}.')
+  eval_batch_size = config.data.get('eval_batch_size', None)
+  for key, size in (('batch_size', config.batch_size),
+                    ('data.eval_batch_size', eval_batch_size)):
+    if size is not None and int(size) % devices:
+      raise ValueError(
+          f'config.{key}={size} (a global batch) does not divide evenly over '
+          f'the {devices} devices; use a multiple of {devices}.')
+
+
+def mean(total: float, count: float) -> float:
+  """sum / count of a (sum, count) metric; NaN when nothing was counted."""
+  return float(total) / float(count) if float(count) else float('nan')
 
 
 class Trainer:
@@ -155,19 +169,19 @@ class Trainer:
     self.mesh = make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
-    self.task = tasks.get_task(config.task)(config, workdir, self)
+    self.task = tasks.get_task(config.task)(config, workdir)
     self.tx, self.schedule = make_optimizer(config)
     root = jax.random.key(int(config.seed))
     self.init_rng, self.dropout_rng = jax.random.split(root)
+    self._compiled: dict[Any, Any] = {}
 
   def to_device(self, batch: dict[str, np.ndarray],
                 keys=None) -> dict[str, jax.Array]:
     """This process' share of a global batch -> global arrays on the mesh.
 
-    Only ``keys`` (default: the task's ``train_keys``) present in the batch
-    are sent.
+    Only ``keys`` (default: every field of the batch) are sent.
     """
-    keys = self.task.train_keys if keys is None else keys
+    keys = batch.keys() if keys is None else keys
     return {k: jax.make_array_from_process_local_data(self.batch_sharding,
                                                       np.asarray(batch[k]))
             for k in keys if k in batch}
@@ -206,6 +220,54 @@ class Trainer:
     return jax.jit(step_fn, donate_argnums=(0,),
                    out_shardings=(self.replicated, self.replicated))
 
+  def _jit(self, fn):
+    """``jax.jit(fn)``, compiled once per function for this trainer."""
+    if fn not in self._compiled:
+      self._compiled[fn] = jax.jit(fn)
+    return self._compiled[fn]
+
+  def means(self, params, split: str) -> dict[str, float]:
+    """The task's eval_step summed over every batch of ``split``: sum / count.
+
+    The one summing loop: (sum, count) pairs add up over batches, devices
+    and processes, so every mean is a global one.
+    """
+    step = self._jit(self.task.eval_step)
+    totals = None
+    for host_batch in self.task.eval_batches(split):
+      out = jax.device_get(step(params, self.to_device(host_batch)))
+      totals = out if totals is None else jax.tree.map(np.add, totals, out)
+    return {name: mean(total, count)
+            for name, (total, count) in totals.items()}
+
+  def predictions(self, params, split: str) -> dict[str, dict[int, Any]]:
+    """Each of the task's predictors on every example of ``split``.
+
+    Returns {predictor: {example index: its output row}}, gathered from every
+    process (padding rows, example -1, dropped).
+    """
+    out = {}
+    for name, fn in self.task.predictors().items():
+      step, rows = self._jit(fn), {}
+      for host_batch in self.task.eval_batches(split):
+        batch = self.to_device(host_batch)
+        values = multihost_utils.process_allgather(step(params, batch),
+                                                   tiled=True)
+        examples = multihost_utils.process_allgather(batch['example'],
+                                                     tiled=True)
+        for value, example in zip(np.asarray(values), np.asarray(examples)):
+          if example >= 0:
+            rows[int(example)] = value
+      out[name] = rows
+    return out
+
+  def evaluate(self, params, step: int, split: str = 'validation'):
+    """Validation metrics and plots: (scalars, images)."""
+    scalars = self.task.summarize(split, self.means(params, split))
+    images = self.task.plots(params, split, os.path.join(
+        self.workdir, 'alignments', f'step_{step}'))
+    return scalars, images
+
 
 class _MetricSums:
   """Host-side running sums of {name: (sum, count)} between log lines."""
@@ -220,8 +282,7 @@ class _MetricSums:
       entry[1] += float(count)
 
   def means(self, prefix: str) -> dict[str, float]:
-    return {f'{prefix}{name}': s / c if c else float('nan')
-            for name, (s, c) in self.sums.items()}
+    return {f'{prefix}{name}': mean(s, c) for name, (s, c) in self.sums.items()}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -252,7 +313,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       f.write(config.to_json_best_effort(indent=2))
   total_steps = int(config.num_train_steps)
   ckpts = checkpoints_lib.Checkpoints(workdir)
-  train_iter = task.train_iterator()
+  train_iter = task.train_batches()
   state = None
   start = ckpts.latest_step()
   if start is not None:
@@ -278,11 +339,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
 
   def fetch(pending_step, device_metrics):
     metrics = jax.device_get(device_metrics)
-    loss = float(metrics['loss'][0]) / max(float(metrics['loss'][1]), 1e-9)
-    if not (math.isfinite(loss) and math.isfinite(
+    if not (math.isfinite(float(metrics['loss'][0])) and math.isfinite(
         float(metrics['grad_norm'][0]))):
       raise FloatingPointError(
-          f'The training loss is {loss} (gradient norm '
+          f'The training loss is {mean(*metrics["loss"])} (gradient norm '
           f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
           'stopping. No checkpoint of this state was written; the newest '
           f'good one is step {ckpts.latest_step()}. Lower '
@@ -292,7 +352,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   step = start
   try:
     while step < total_steps:
-      batch = trainer.to_device(next(train_iter))
+      batch = trainer.to_device(next(train_iter), task.train_keys)
       state, metrics = trainer.train_step(state, batch, trainer.dropout_rng)
       if pending is not None:
         fetch(*pending)
@@ -327,9 +387,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         ckpts.save(step, state, train_iter)
       if eval_now:
         eval_start = time.time()
-        last_eval = task.evaluate(state['params'], step, writer)
+        last_eval, images = trainer.evaluate(state['params'], step)
         writer.write_scalars(step, {f'eval/{k}': v
                                     for k, v in last_eval.items()})
+        writer.write_images(step, images)
         logging.info('eval at step %d (%.1fs): %s', step,
                      time.time() - eval_start, _short(last_eval))
         interval_start = time.time()  # eval time is not training time
@@ -345,8 +406,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   return last_eval
 
 
-def restore_params(trainer: Trainer, step: int | None = None):
-  """Parameters of checkpoint ``step`` (default: the newest) and the step."""
+def restore(config: ml_collections.ConfigDict, workdir: str,
+            step: int | None = None):
+  """(task, parameters, step) of checkpoint ``step`` (default: the newest)."""
+  trainer = Trainer(config, os.path.abspath(workdir))
+  params, step = _restore_params(trainer, step)
+  return trainer.task, params, step
+
+
+def _restore_params(trainer: Trainer, step: int | None):
   ckpts = checkpoints_lib.Checkpoints(trainer.workdir, read_only=True)
   steps = ckpts.all_steps()
   if not steps:
@@ -369,9 +437,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   if not os.path.isdir(workdir):
     raise ValueError(f'The workdir {workdir} does not exist; train first.')
   trainer = Trainer(config, workdir)
-  params, step = restore_params(trainer, step)
+  params, step = _restore_params(trainer, step)
   logging.info('Evaluating %s at step %d', workdir, step)
-  results = trainer.task.test(params, step)
+  results = trainer.task.test(
+      params, trainer.means(params, 'test'),
+      trainer.predictions(params, 'test'),
+      os.path.join(workdir, 'alignments', f'test_step_{step}'))
   results = {'step': int(step), **results}
   if jax.process_index() == 0:
     path = os.path.join(workdir, 'eval_results.json')
@@ -380,22 +451,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
       json.dump(results, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
   return results
-
-
-def translate_sentences(config: ml_collections.ConfigDict, workdir: str,
-                        sentences, step: int | None = None) -> list[str]:
-  """eval.py --sentence: translates with a checkpoint and plots alignments.
-
-  The plots go to ``<workdir>/alignments/sentences_step_<N>/``.
-  """
-  trainer = Trainer(config, os.path.abspath(workdir))
-  if not hasattr(trainer.task, 'translate'):
-    raise ValueError(f'--sentence needs a translation config; this one has '
-                     f'task {config.task!r}.')
-  params, step = restore_params(trainer, step)
-  directory = os.path.join(trainer.workdir, 'alignments',
-                           f'sentences_step_{step}')
-  return trainer.task.translate(params, list(sentences), directory)
 
 
 def format_results(results: dict[str, Any]) -> str:

@@ -1,0 +1,12 @@
+"""The training machinery: the one loop every task and model trains with.
+
+  train_lib.py    train_and_evaluate (train.py) and evaluate_checkpoint
+                  (eval.py): the mesh, the jitted steps, the summing loop
+  checkpoints.py  Orbax checkpoints of the train state and the data iterator
+  distributed.py  multi-process start-up, the workdir lock, SIGTERM
+  writers.py      metrics.jsonl and TensorBoard events
+  sweep.py        a config's sweep: one run per point, the results table
+
+This is the only room that touches devices; the tasks (attention.tasks) hand
+it host arrays and pure functions.
+"""

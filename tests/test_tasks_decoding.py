@@ -1,0 +1,88 @@
+"""Greedy and beam-search decoding: greedy equals an argmax loop over the
+teacher-forced model, beam search finds the exhaustive optimum on a tiny
+vocabulary."""
+
+import itertools
+
+import jax
+import numpy as np
+import pytest
+
+from attention.models import rnnsearch
+from attention.models import transformer
+from attention.tasks import decoding
+
+SRC = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], np.int32)
+TGT_IN = np.array([[1, 5, 6, 7, 8], [1, 9, 9, 4, 2]], np.int32)
+PAD, BOS, EOS = 0, 1, 2  # Ids of this test's own vocabulary.
+IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
+
+MODELS = {
+    'transformer': lambda v: transformer.Model(
+        src_vocab_size=12, tgt_vocab_size=v, num_layers=2, d_model=16,
+        num_heads=4, num_kv_heads=2, mlp_dim=32, dropout_rate=0.0),
+    'rnnsearch': lambda v: rnnsearch.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        attention_dim=8, readout_dim=8),
+}
+
+
+def init(name, vocab=10):
+  model = MODELS[name](vocab)
+  return model, model.init(jax.random.key(0), SRC, TGT_IN)
+
+
+@pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
+@pytest.mark.parametrize('bos, eos', [(BOS, EOS), (7, 4)])
+def test_greedy_equals_argmax_loop(name, bos, eos):
+  """The ids come in as arguments: (7, 4) starts with 7 and ends at 4."""
+  model, variables = init(name)
+  tokens, _ = decoding.make_decoder(
+      model, beam_size=1, max_length=6, bos_id=bos, eos_id=eos, pad_id=PAD)(
+          variables, SRC)
+  # Reference: re-run the teacher-forced model on the growing prefix.
+  prefix = np.full((2, 1), bos, np.int32)
+  apply = jax.jit(model.apply)
+  for _ in range(6):
+    logits, _ = apply(variables, SRC, prefix)
+    prefix = np.concatenate([prefix, np.argmax(logits[:, -1], -1)[:, None]], 1)
+  want = prefix[:, 1:].copy()
+  for row in want:  # after the first EOS the decoder writes PAD
+    ends = np.flatnonzero(row == eos)
+    if ends.size:
+      row[ends[0] + 1:] = PAD
+  np.testing.assert_array_equal(tokens, want)
+
+
+@pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
+def test_beam_search_finds_the_exhaustive_best(name):
+  vocab, length = 5, 3  # PAD BOS EOS UNK and one word
+  model, variables = init(name, vocab)
+  # A sharper random model, so hypotheses differ clearly.
+  variables = jax.tree.map(lambda a: a * 3.0, variables)
+  tokens, score = decoding.make_decoder(
+      model, beam_size=vocab ** (length - 1), max_length=length, alpha=0.0,
+      **IDS)(
+          variables, SRC)
+
+  sequences = set()
+  for seq in itertools.product(range(vocab), repeat=length):
+    if EOS in seq:  # everything after EOS is PAD
+      cut = seq.index(EOS) + 1
+      seq = seq[:cut] + (PAD,) * (length - cut)
+    sequences.add(seq)
+  sequences = np.array(sorted(sequences), np.int32)
+  tgt_in = np.concatenate([np.full((len(sequences), 1), BOS, np.int32),
+                           sequences[:, :-1]], 1)
+  apply = jax.jit(model.apply)
+  for b in range(2):
+    src = np.repeat(SRC[b:b + 1], len(sequences), 0)
+    logp = jax.nn.log_softmax(apply(variables, src, tgt_in)[0])
+    token_logp = np.take_along_axis(np.asarray(logp), sequences[..., None],
+                                    -1)[..., 0]
+    after_eos = np.cumsum(sequences == EOS, 1) - (sequences == EOS) > 0
+    totals = np.where(after_eos, 0.0, token_logp).sum(1)
+    candidates = dict(zip(map(tuple, sequences), totals))
+    best = max(candidates, key=candidates.get)
+    assert tuple(np.asarray(tokens[b])) == best
+    np.testing.assert_allclose(score[b], candidates[best], rtol=1e-4)
