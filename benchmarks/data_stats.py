@@ -1,4 +1,4 @@
-r"""Measures the data numbers quoted in the README.
+r"""Measures the data numbers quoted in docs/data.md.
 
   python benchmarks/data_stats.py [--shared_data=../shared/data]
 

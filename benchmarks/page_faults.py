@@ -42,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = '--_child'
 HUGETLB = 'glibc.malloc.hugetlb=1'
 THP = '/sys/kernel/mm/transparent_hugepage/enabled'
-# (implementation, causal, L) in the benchmark's shapes (attention.py).
+# (implementation, causal, L) in the benchmark's shapes (attention_speed.py).
 CONFIGS = (('chunked', True, 1024), ('torch', True, 1024),
            ('chunked', False, 2048), ('torch', False, 2048),
            ('xla', True, 512))
@@ -57,7 +57,7 @@ def label(impl, causal, L):
 def child():
   """Times every configuration here; prints one JSON line."""
   spec = importlib.util.spec_from_file_location(
-      'attention_benchmark', os.path.join(HERE, 'attention.py'))
+      'attention_speed', os.path.join(HERE, 'attention_speed.py'))
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   out = {}
@@ -130,7 +130,7 @@ def compare_train_step():
 
 
 def compare_attention():
-  print('float32 fwd+bwd, N=8, H=64, B as in attention.py', flush=True)
+  print('float32 fwd+bwd, N=8, H=64, B as in attention_speed.py', flush=True)
   results = alternating([os.path.abspath(__file__), CHILD],
                         lambda out: json.loads(out.strip().splitlines()[-1]))
   print(f'{"configuration":26s} {"default ms":>10s} {"faults":>7s} '
