@@ -20,9 +20,51 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 import json  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
+import numpy as np  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
+from attention.models import rnnencdec  # pylint: disable=g-import-not-at-top
+from attention.models import rnnsearch  # pylint: disable=g-import-not-at-top
+from attention.models import transformer  # pylint: disable=g-import-not-at-top
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Tiny translation models for the model and decoding tests: a source batch
+# (ids 0 = padding, 2 = end), a teacher-forcing target, and each model as a
+# function of its target vocabulary size.
+SRC = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], np.int32)
+TGT_IN = np.array([[1, 5, 6, 7, 8], [1, 9, 9, 4, 2]], np.int32)
+TINY_MODELS = {
+    'transformer': lambda v: transformer.Model(
+        src_vocab_size=12, tgt_vocab_size=v, num_layers=2, d_model=16,
+        num_heads=4, num_kv_heads=2, mlp_dim=32, dropout_rate=0.0),
+    'transformer_learned_untied': lambda v: transformer.Model(
+        src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
+        num_heads=2, mlp_dim=32, position='learned', max_length=8,
+        tie_embeddings=False),
+    'transformer_rope': lambda v: transformer.Model(
+        src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
+        num_heads=2, mlp_dim=32, position='rope'),
+    'rnnsearch': lambda v: rnnsearch.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        attention_dim=8, readout_dim=8),
+    'rnnsearch_luong_shallow': lambda v: rnnsearch.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        score='multiplicative', deep_output=False),
+    'rnnsearch_conditional': lambda v: rnnsearch.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        attention_dim=8, readout_dim=8, query='conditional'),
+    'rnnencdec': lambda v: rnnencdec.Model(
+        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
+        readout_dim=8),
+}
+
+
+def tiny_model(name, vocab=10):
+  """TINY_MODELS[name] and its variables, initialised on SRC, TGT_IN."""
+  model = TINY_MODELS[name](vocab)
+  return model, model.init(jax.random.key(0), SRC, TGT_IN)
 
 
 def read_metrics(workdir):

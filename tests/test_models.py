@@ -16,50 +16,19 @@ from attention import models
 from attention.data import movies
 from attention.data import tokenizers
 from attention.data import translation
-from attention.models import rnnencdec
 from attention.models import rnnsearch
 from attention.models import transformer
 from conftest import ROOT
+from conftest import SRC
+from conftest import TGT_IN
+from conftest import TINY_MODELS
+from conftest import tiny_model
 
 GOLDEN = os.path.join(ROOT, 'tests', 'golden', 'param_trees.json')
 
-SRC = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], np.int32)
-TGT_IN = np.array([[1, 5, 6, 7, 8], [1, 9, 9, 4, 2]], np.int32)
-
-MODELS = {
-    'transformer': lambda v: transformer.Model(
-        src_vocab_size=12, tgt_vocab_size=v, num_layers=2, d_model=16,
-        num_heads=4, num_kv_heads=2, mlp_dim=32, dropout_rate=0.0),
-    'transformer_learned_untied': lambda v: transformer.Model(
-        src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
-        num_heads=2, mlp_dim=32, position='learned', max_length=8,
-        tie_embeddings=False),
-    'transformer_rope': lambda v: transformer.Model(
-        src_vocab_size=12, tgt_vocab_size=v, num_layers=1, d_model=16,
-        num_heads=2, mlp_dim=32, position='rope'),
-    'rnnsearch': lambda v: rnnsearch.Model(
-        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
-        attention_dim=8, readout_dim=8),
-    'rnnsearch_luong_shallow': lambda v: rnnsearch.Model(
-        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
-        score='multiplicative', deep_output=False),
-    'rnnsearch_conditional': lambda v: rnnsearch.Model(
-        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
-        attention_dim=8, readout_dim=8, query='conditional'),
-    'rnnencdec': lambda v: rnnencdec.Model(
-        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
-        readout_dim=8),
-}
-
-
-def init(name, vocab=10):
-  model = MODELS[name](vocab)
-  return model, model.init(jax.random.key(0), SRC, TGT_IN)
-
-
-@pytest.mark.parametrize('name', sorted(MODELS))
+@pytest.mark.parametrize('name', sorted(TINY_MODELS))
 def test_incremental_decoding_equals_teacher_forcing(name):
-  model, variables = init(name)
+  model, variables = tiny_model(name)
   logits, aux = model.apply(variables, SRC, TGT_IN)
   assert logits.shape == (2, 5, 10) and logits.dtype == jnp.float32
   decoder = model.clone(decode=True) if name.startswith('transformer') else model
@@ -80,7 +49,7 @@ def test_incremental_decoding_equals_teacher_forcing(name):
     ('rnnsearch', 'alignment', (2, 5, 6)),
 ])
 def test_attention_is_a_distribution_over_real_source_tokens(name, key, shape):
-  model, variables = init(name)
+  model, variables = tiny_model(name)
   _, aux = model.apply(variables, SRC, TGT_IN)
   weights = np.asarray(aux[key])
   assert weights.shape == shape
@@ -96,7 +65,7 @@ def test_which_target_words_the_rnnsearch_query_has_read(name,
                                                          sees_current_input):
   # Step t's input token is y_{t-1}. The paper's query s_{t-1} has not read it
   # yet; the conditional GRU's query has.
-  model, variables = init(name)
+  model, variables = tiny_model(name)
   changed = TGT_IN.copy()
   changed[:, 3] = 7
   alpha = model.apply(variables, SRC, TGT_IN)[1]['alignment']
@@ -107,7 +76,7 @@ def test_which_target_words_the_rnnsearch_query_has_read(name,
 
 
 def test_rnnencdec_has_no_attention():
-  model, variables = init('rnnencdec')
+  model, variables = tiny_model('rnnencdec')
   _, aux = model.apply(variables, SRC, TGT_IN)
   assert aux == {}
   assert 'attention' not in variables['params']

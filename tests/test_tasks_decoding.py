@@ -8,35 +8,19 @@ import jax
 import numpy as np
 import pytest
 
-from attention.models import rnnsearch
-from attention.models import transformer
 from attention.tasks import decoding
+from conftest import SRC
+from conftest import tiny_model
 
-SRC = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], np.int32)
-TGT_IN = np.array([[1, 5, 6, 7, 8], [1, 9, 9, 4, 2]], np.int32)
-PAD, BOS, EOS = 0, 1, 2  # Ids of this test's own vocabulary.
+PAD, BOS, EOS = 0, 1, 2  # Ids of conftest's tiny vocabulary.
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
-
-MODELS = {
-    'transformer': lambda v: transformer.Model(
-        src_vocab_size=12, tgt_vocab_size=v, num_layers=2, d_model=16,
-        num_heads=4, num_kv_heads=2, mlp_dim=32, dropout_rate=0.0),
-    'rnnsearch': lambda v: rnnsearch.Model(
-        src_vocab_size=12, tgt_vocab_size=v, embed_dim=8, hidden_dim=16,
-        attention_dim=8, readout_dim=8),
-}
-
-
-def init(name, vocab=10):
-  model = MODELS[name](vocab)
-  return model, model.init(jax.random.key(0), SRC, TGT_IN)
 
 
 @pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
 @pytest.mark.parametrize('bos, eos', [(BOS, EOS), (7, 4)])
 def test_greedy_equals_argmax_loop(name, bos, eos):
   """The ids come in as arguments: (7, 4) starts with 7 and ends at 4."""
-  model, variables = init(name)
+  model, variables = tiny_model(name)
   tokens, _ = decoding.make_decoder(
       model, beam_size=1, max_length=6, bos_id=bos, eos_id=eos, pad_id=PAD)(
           variables, SRC)
@@ -57,7 +41,7 @@ def test_greedy_equals_argmax_loop(name, bos, eos):
 @pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
 def test_beam_search_finds_the_exhaustive_best(name):
   vocab, length = 5, 3  # PAD BOS EOS UNK and one word
-  model, variables = init(name, vocab)
+  model, variables = tiny_model(name, vocab)
   # A sharper random model, so hypotheses differ clearly.
   variables = jax.tree.map(lambda a: a * 3.0, variables)
   tokens, score = decoding.make_decoder(
