@@ -39,6 +39,12 @@ chunked causal forward+backward at L=32768, B=1.
 
 Batch sizes keep B·L at 8192 tokens (B=8 up to L=1024), so each row costs
 about the same per token.
+
+The file is one script of about 650 lines on purpose: the peers' adapters,
+the interleaved timing, the memory probes and the report travel together, so
+that `python benchmarks/attention_speed.py` is all a machine needs (no
+benchmark package to install), and the JSON it writes is read back only by
+its own --report_only.
 """
 
 from __future__ import annotations

@@ -49,7 +49,6 @@ import os
 import re
 from typing import Any
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
