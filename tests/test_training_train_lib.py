@@ -99,6 +99,22 @@ def test_bad_config_is_a_clear_error(edit, message, tmp_path):
     train_lib.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.parametrize('flag, message', [
+    ('--config.model.num_layerz=2', "config.model has no key 'num_layerz'; "
+     'valid keys: attention_dropout_rate, d_model'),
+    ('--config.modle.x=1', "config has no key 'modle'; valid keys: batch_size"),
+    ('--config.batch_size.x=1', 'config.batch_size is a value, not a group'),
+])
+def test_unknown_config_override_names_the_valid_keys(flag, message,
+                                                      monkeypatch):
+  """What train.py and eval.py print for a --config.<key> that is not there."""
+  monkeypatch.chdir(ROOT)
+  argv = ['train.py', '--config=configs/mha_translate.py:smoke']
+  found = train_lib._unknown_config_key(argv + [flag])  # pylint: disable=protected-access
+  assert message in found and found.startswith(flag.partition('=')[0])
+  assert train_lib._unknown_config_key(argv + ['--config.seed=3']) is None  # pylint: disable=protected-access
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')

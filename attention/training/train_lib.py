@@ -21,14 +21,17 @@ pure functions and never calls back.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 import os
+import sys
 import time
 from typing import Any
 
 import logging as py_logging
 
+from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -113,6 +116,49 @@ def default_workdir(config_path: str) -> str:
   path, _, arg = config_path.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
   return os.path.join('runs', f'{name}_{arg}' if arg else name)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags parser for train.py and eval.py (``app.run(main, flags_parser=...)``).
+
+  A flags error exits 1 with absl's one-line message. A ``--config.<key>``
+  that names no key of the config says which part is unknown and lists the
+  valid keys there, instead of ml_collections' traceback.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    message = _unknown_config_key(argv) or str(e)
+    sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
+                     '  Pass --helpshort or --helpfull to see help on flags.\n')
+    sys.exit(1)
+
+
+def _unknown_config_key(argv: list[str]) -> str | None:
+  """What is wrong with the first --config.<key> that is not in the config."""
+  files = [a.partition('=')[2] for a in argv if a.startswith('--config=')]
+  if not files:
+    return None
+  path, _, arg = files[-1].partition(':')
+  spec = importlib.util.spec_from_file_location('_config_file', path)
+  if spec is None or not os.path.isfile(path):
+    return None
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for flag in argv:
+    if not flag.startswith('--config.'):
+      continue
+    key = flag[len('--config.'):].partition('=')[0]
+    node, where = config, 'config'
+    for part in key.split('.'):
+      if not isinstance(node, ml_collections.ConfigDict):
+        return f'--config.{key}: {where} is a value, not a group of keys.'
+      if part not in node:
+        return (f'--config.{key}: {where} has no key {part!r}; valid keys: '
+                f'{", ".join(sorted(node.keys()))}.')
+      node, where = node[part], f'{where}.{part}'
+  return None
 
 
 def check_workdir(workdir: str) -> str:
@@ -237,6 +283,9 @@ class Trainer:
     for host_batch in self.task.eval_batches(split):
       out = jax.device_get(step(params, self.to_device(host_batch)))
       totals = out if totals is None else jax.tree.map(np.add, totals, out)
+    if totals is None:
+      raise ValueError(f'The {split!r} split has no batches: its data is '
+                       'empty (check config.data).')
     return {name: mean(total, count)
             for name, (total, count) in totals.items()}
 
