@@ -34,7 +34,7 @@ of array names (``logits_BNTS``, ``q_BTNH``, as in einsum specs) use it:
   V  vocabulary (items + 1)         state (Dq, Dk, Dv: of queries, keys, values)
   C  candidates                  E  embedding width, where it differs from D
   W  beams                       A  alignment size of the additive score
-  R  query rows of a block, T·G  x  any number of leading axes
+  R  query rows, T·G (a block's: r)  x  any number of leading axes
 
 Lower-case t, s and r are the query positions, key positions and query rows
 of one block (attention.chunked). A stack of layers is spelled out

@@ -171,15 +171,16 @@ BahdanauAttention = AdditiveAttention
 LuongAttention = MultiplicativeAttention
 
 
-def _attend(scores_BTS, values_BSV, mask_BTS, single_step, precision):
+def _attend(scores_BTS, values_BSDv, mask_BTS, single_step, precision):
   """Masked float32 softmax over S, then the weighted sum of the values."""
   weights_BTS = masks_lib.masked_softmax(scores_BTS, mask_BTS)
-  context_BTV = jnp.einsum('BTS,BSV->BTV', weights_BTS.astype(values_BSV.dtype),
-                           values_BSV, precision=precision)
-  context_BTV = context_BTV.astype(scores_BTS.dtype)
+  context_BTDv = jnp.einsum('BTS,BSD->BTD',
+                            weights_BTS.astype(values_BSDv.dtype),
+                            values_BSDv, precision=precision)
+  context_BTDv = context_BTDv.astype(scores_BTS.dtype)
   if single_step:
-    return context_BTV[:, 0], weights_BTS[:, 0]
-  return context_BTV, weights_BTS
+    return context_BTDv[:, 0], weights_BTS[:, 0]
+  return context_BTDv, weights_BTS
 
 
 def _prepare(name, query, keys, values, mask):

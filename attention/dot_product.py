@@ -146,7 +146,7 @@ def _split_heads(x, K, G):
 # On CPU the chunked path beat 'xla' at every length measured from T = S = 128
 # to 8192 (causal or not, forward and forward+backward; BENCHMARKS.md). Below
 # that the two are level per call (0.87-1.35x, T = S = 16 to 64), but the
-# translate Transformer's train step (sequences of up to 41 tokens) ran at
+# translate Transformer's train step (sequences of a few dozen tokens) ran at
 # 0.88-0.94x with 'chunked' against 'xla' in two runs of
 # benchmarks/train_step.py, so short sequences keep 'xla'. On GPU/TPU, where it
 # is unmeasured here, 'chunked' takes over where the [B, N, T, S] matrix would

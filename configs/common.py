@@ -3,10 +3,12 @@
 Every default of an experiment is written here once: the loop's keys in
 :func:`base`, each task's keys in :func:`translate_base` and
 :func:`movies_base` (config.data's in attention/data/config.py). A config
-file's ``get_config(arg)`` starts from its task's base, sets its model and
-only the keys it changes, and ends with :func:`apply_variant`, which reads
-``arg`` (the text after ':' in ``--config=configs/<experiment>.py:<arg>``)
-and applies that variant's settings:
+file's ``get_config(arg)`` starts from its task's base (or from another
+config: rnnencdec_translate from bahdanau_translate), sets its model and only
+the keys it changes, and calls :func:`apply_variant`, which reads ``arg``
+(the text after ':' in ``--config=configs/<experiment>.py:<arg>``) and
+applies that variant's settings (the file then sets what its own model
+changes in that variant). The variants:
 
   smoke      trains in seconds on tiny data (the tests use it)
   tatoeba    translate configs: Tatoeba English -> Spanish in ../shared/data
@@ -19,16 +21,15 @@ import ml_collections
 
 from attention.data import config as data_config
 
-VARIANTS = {'translate': ('smoke', 'tatoeba'),
-            'movies': ('smoke', 'movielens')}
 
 
 def parse_arg(arg: str | None, task: str) -> str:
   """The variant of ``task`` that ``arg`` names, or 'default' for none."""
   arg = (arg or '').strip()
-  if arg and arg not in VARIANTS[task]:
+  valid = [name for t, name in VARIANTS if t == task]
+  if arg and arg not in valid:
     raise ValueError(f'Unknown config variant {arg!r}; valid variants: '
-                     f'{list(VARIANTS[task])} (or none).')
+                     f'{valid} (or none).')
   return arg or 'default'
 
 
@@ -38,12 +39,8 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> str:
   A config file then sets what its own model changes in that variant.
   """
   variant = parse_arg(arg, config.task)
-  settings = {('translate', 'smoke'): smoke_translate,
-              ('translate', 'tatoeba'): tatoeba_translate,
-              ('movies', 'smoke'): smoke_movies,
-              ('movies', 'movielens'): movielens_movies}
-  if (config.task, variant) in settings:
-    settings[config.task, variant](config)
+  if (config.task, variant) in VARIANTS:
+    VARIANTS[config.task, variant](config)
   return variant
 
 
@@ -176,3 +173,10 @@ def movielens_movies(config: ml_collections.ConfigDict) -> None:
   config.num_train_steps = 2000       # about 200 passes over the 610 users
   config.eval_every_steps = 250
   config.checkpoint_every_steps = 500
+
+
+# (task, variant name) -> the function that applies it to a base config.
+VARIANTS = {('translate', 'smoke'): smoke_translate,
+            ('translate', 'tatoeba'): tatoeba_translate,
+            ('movies', 'smoke'): smoke_movies,
+            ('movies', 'movielens'): movielens_movies}

@@ -16,10 +16,10 @@ Sizes set by the task from the data: ``num_items`` (M; item 0 is padding),
 The interface of every movie model (attention.tasks.movies):
   ``__call__(inputs_BL, user_B, candidates_BLC=None, *, deterministic)``
       -> (scores [B, L, C], aux): the next item after every position;
-      candidates None = all items, [B, L, M + 1] (column 0 is padding), or
-      [B, 1, M + 1] from a model whose scores ignore the position (this one).
+      candidates None = all items, [B, L, V] (column 0 is padding), or
+      [B, 1, V] from a model whose scores ignore the position (this one).
   ``score_next(inputs_BL, length_B, user_B, candidates_BC=None)``
-      -> (scores [B, C] or [B, M + 1], aux): the item after the whole history.
+      -> (scores [B, C] or [B, V], aux): the item after the whole history.
 
 Shapes use the package's axis legend (see attention/__init__.py).
 """

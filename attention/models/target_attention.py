@@ -97,9 +97,9 @@ class Model(nn.Module):
     projected_BLA = self.attention.project_keys(items_BLD)
     if not self.recency:
       return projected_BLA[:, None] if age_xLL.ndim == 3 else projected_BLA
-    table_1KD = self.recency_embed(jnp.arange(self.max_len))[None]
-    recency_KA = self.attention.project_keys(table_1KD)[0]
-    recency_xLA = recency_KA[jnp.clip(age_xLL, 0, self.max_len - 1)]
+    table_1LD = self.recency_embed(jnp.arange(self.max_len))[None]
+    recency_LA = self.attention.project_keys(table_1LD)[0]
+    recency_xLA = recency_LA[jnp.clip(age_xLL, 0, self.max_len - 1)]
     if age_xLL.ndim == 3:
       return projected_BLA[:, None, :, :] + recency_xLA
     return projected_BLA + recency_xLA
@@ -157,7 +157,7 @@ class Model(nn.Module):
     return scores_BLC, {'target_attention': weights.reshape(B, L, C, L)}
 
   def score_next(self, inputs_BL, length_B, user_B, candidates_BC=None):
-    """Scores of candidates [B, C] (None = all M + 1 ids) after the history."""
+    """Scores of candidates [B, C] (None = all V ids) after the history."""
     del user_B
     self._check_length(inputs_BL)
     B, L = inputs_BL.shape

@@ -1,9 +1,11 @@
 """Tasks: what the one training loop (attention.training) needs of each task.
 
 ``config.task`` names a module here that exports ``Task``. A Task works on
-host data and pure functions only: it never sees a device, a mesh or the loop,
-and the loop never hands it one. ``Task(config, workdir)`` loads the data and
-builds the model, and provides:
+host data and pure functions: it never places or shards data, never sees the
+mesh or the loop, and the loop never hands it one. (Its plots and commands
+jit the model's forward pass over a few host examples with the parameters
+they are given, and write files on process 0 only.) ``Task(config,
+workdir)`` loads the data and builds the model, and provides:
 
   model                   the flax module
   init_params(rng)        initial parameters (pure; the loop jits it)

@@ -198,7 +198,7 @@ class Task:
 
   def _rank_metrics(self, scores_BV, batch, protocols, prefix='',
                     name_protocol=True):
-    """{prefix<protocol>/hr@K, ndcg@K: (sum, count)} of scores [B, M + 1]."""
+    """{prefix<protocol>/hr@K, ndcg@K: (sum, count)} of scores [B, V]."""
     real_B = batch['example'] >= 0
     target_B = batch['target']
     out = {}
@@ -350,7 +350,7 @@ class Task:
 
 
 def watched_before(inputs_BL, targets_BL, num_items: int):
-  """bool [B, L, M + 1]: movie v was watched at or before position t.
+  """bool [B, L, V]: movie v was watched at or before position t.
 
   What full ranking excludes at evaluation, per training position; the
   target itself is never excluded (repeat watches stay predictable).

@@ -7,6 +7,7 @@
   writers.py      metrics.jsonl and TensorBoard events
   sweep.py        a config's sweep: one run per point, the results table
 
-This is the only room that touches devices; the tasks (attention.tasks) hand
-it host arrays and pure functions.
+This room owns the devices: the mesh, sharding, moving batches to devices
+and summing metrics over them. The tasks (attention.tasks) hand it host
+arrays and pure functions.
 """
