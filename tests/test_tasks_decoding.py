@@ -2,6 +2,7 @@
 teacher-forced model, beam search finds the exhaustive optimum on a tiny
 vocabulary."""
 
+import functools
 import itertools
 
 import jax
@@ -16,14 +17,18 @@ PAD, BOS, EOS = 0, 1, 2  # Ids of conftest's tiny vocabulary.
 IDS = dict(bos_id=BOS, eos_id=EOS, pad_id=PAD)
 
 
+def decode(model, **kwargs):
+  """beam_search jitted with its settings fixed: fn(variables, src_BS)."""
+  return jax.jit(functools.partial(decoding.beam_search, model, **kwargs))
+
+
 @pytest.mark.parametrize('name', ['transformer', 'rnnsearch'])
 @pytest.mark.parametrize('bos, eos', [(BOS, EOS), (7, 4)])
 def test_greedy_equals_argmax_loop(name, bos, eos):
   """The ids come in as arguments: (7, 4) starts with 7 and ends at 4."""
   model, variables = tiny_model(name)
-  tokens, _ = decoding.make_decoder(
-      model, beam_size=1, max_length=6, bos_id=bos, eos_id=eos, pad_id=PAD)(
-          variables, SRC)
+  tokens, _ = decode(model, beam_size=1, max_length=6, bos_id=bos, eos_id=eos,
+                     pad_id=PAD)(variables, SRC)
   # Reference: re-run the teacher-forced model on the growing prefix.
   prefix = np.full((2, 1), bos, np.int32)
   apply = jax.jit(model.apply)
@@ -44,10 +49,8 @@ def test_beam_search_finds_the_exhaustive_best(name):
   model, variables = tiny_model(name, vocab)
   # A sharper random model, so hypotheses differ clearly.
   variables = jax.tree.map(lambda a: a * 3.0, variables)
-  tokens, score = decoding.make_decoder(
-      model, beam_size=vocab ** (length - 1), max_length=length, alpha=0.0,
-      **IDS)(
-          variables, SRC)
+  tokens, score = decode(model, beam_size=vocab ** (length - 1),
+                         max_length=length, alpha=0.0, **IDS)(variables, SRC)
 
   sequences = set()
   for seq in itertools.product(range(vocab), repeat=length):

@@ -118,10 +118,3 @@ def beam_search(model: nn.Module, variables, src_BS, *, beam_size: int,
   best_tokens = jnp.take_along_axis(tokens_BWL, best_B1[:, :, None], axis=1)
   return best_tokens[:, 0, 1:], jnp.take_along_axis(scores_BW, best_B1, 1)[:, 0]
 
-
-def make_decoder(model: nn.Module, **kwargs):
-  """A jitted ``fn(variables, src_BS) -> (tokens_BL, log_probs_B)``.
-
-  ``kwargs``: the keyword arguments of :func:`beam_search`.
-  """
-  return jax.jit(functools.partial(beam_search, model, **kwargs))
