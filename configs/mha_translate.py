@@ -8,6 +8,8 @@ the Tatoeba English->Spanish pairs (CC-BY 2.0 FR, manythings.org/anki), or
 any parallel TSV with --config.data.source=tsv --config.data.path=FILE.
 """
 
+from ml_collections import config_dict
+
 from configs import common
 
 
@@ -17,7 +19,9 @@ def get_config(arg=None):
   config.model.num_layers = 2          # encoder and decoder layers
   config.model.d_model = 128           # model width
   config.model.num_heads = 4           # attention heads
-  config.model.num_kv_heads = None     # key/value heads (GQA); None = heads
+  # Key/value heads (GQA); None = num_heads. A placeholder, so that
+  # --config.model.num_kv_heads=1 can set it from the command line.
+  config.model.num_kv_heads = config_dict.placeholder(int)
   config.model.mlp_dim = 256           # feed-forward hidden width
   config.model.dropout_rate = 0.0      # embeddings and residual branches
   config.model.attention_dropout_rate = 0.0  # attention weights

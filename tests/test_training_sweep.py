@@ -70,7 +70,7 @@ def test_launcher_reports_a_failed_point(tmp_path):
   assert out.returncode == 1
   assert 'point 1: FAILED with exit 1' in out.stdout
   with open(tmp_path / 'sweep' / 'logs' / '1.log') as f:
-    assert 'batch_size must be positive' in f.read()
+    assert 'config.batch_size=0 is out of range' in f.read()
 
 
 def test_launcher_refuses_a_config_without_sweep_or_bad_points(tmp_path):

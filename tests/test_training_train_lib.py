@@ -81,24 +81,6 @@ def test_one_definition_of_a_mean():
   assert math.isnan(train_lib.mean(0.0, 0.0))  # nothing counted
 
 
-@pytest.mark.parametrize('edit, message', [
-    (lambda c: setattr(c.model, 'name', 'lstm'),
-     r"Unknown config.model.name 'lstm'; valid names: \[.*'rnnsearch'"),
-    (lambda c: setattr(c, 'task', 'summarise'),
-     r"Unknown config.task 'summarise'; valid tasks"),
-    (lambda c: setattr(c.data, 'source', 'csv'),
-     r"Unknown config.data.source 'csv'.*valid sources"),
-    (lambda c: c.model.unlock().update({'depth': 3}),
-     r"Unknown config.model key\(s\) \['depth'\].*valid keys"),
-    (lambda c: setattr(c, 'batch_size', 0), 'batch_size must be positive'),
-])
-def test_bad_config_is_a_clear_error(edit, message, tmp_path):
-  config = mha_translate.get_config('smoke')
-  edit(config)
-  with pytest.raises(ValueError, match=message):
-    train_lib.train_and_evaluate(config, str(tmp_path))
-
-
 @pytest.mark.parametrize('flag, message', [
     ('--config.model.num_layerz=2', "config.model has no key 'num_layerz'; "
      'valid keys: attention_dropout_rate, d_model'),
@@ -113,6 +95,25 @@ def test_unknown_config_override_names_the_valid_keys(flag, message,
   found = train_lib._unknown_config_key(argv + [flag])  # pylint: disable=protected-access
   assert message in found and found.startswith(flag.partition('=')[0])
   assert train_lib._unknown_config_key(argv + ['--config.seed=3']) is None  # pylint: disable=protected-access
+
+
+def test_flag_mistakes_are_one_line_and_leave_nothing_behind(tmp_path):
+  """train.py with a missing config file, then with an unknown variant."""
+  for config in ('configs/nosuch.py', 'configs/mha_translate.py:smok'):
+    out = subprocess.run(
+        [sys.executable, 'train.py', f'--config={config}',
+         f'--workdir={tmp_path / "run"}'], cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+        text=True, timeout=300)
+    assert out.returncode == 1
+    assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / 'run').exists()
+    if config.endswith('nosuch.py'):
+      assert ("--config: cannot load 'configs/nosuch.py': [Errno 2] No such "
+              'file or directory') in out.stderr
+    else:
+      assert ("Unknown config variant 'smok'; valid variants: ['smoke', "
+              "'tatoeba'] (or none).") in out.stderr
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path):

@@ -25,6 +25,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -45,10 +46,10 @@ import optax
 
 from attention import tasks
 from attention.training import checkpoints as checkpoints_lib
+from attention.training import config_check
 from attention.training import distributed
 from attention.training import writers
 
-SCHEDULES = ('cosine', 'rsqrt', 'constant')
 
 
 class _QuietLibraries(py_logging.Filter):
@@ -103,7 +104,7 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, Any]:
     schedule = optax.linear_schedule(0.0, lr, max(warmup, 1))
   else:
     raise ValueError(f'Unknown config.optimizer.schedule {opt.schedule!r}; '
-                     f'valid: {list(SCHEDULES)}.')
+                     f'valid: {list(config_check.SCHEDULES)}.')
   tx = optax.chain(
       optax.clip_by_global_norm(float(opt.grad_clip)),
       optax.adamw(schedule, b1=float(opt.b1), b2=float(opt.b2),
@@ -126,26 +127,45 @@ def parse_flags(argv: list[str]) -> list[str]:
   valid keys there, instead of ml_collections' traceback.
   """
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS:
+      try:  # a file that failed to load only raises when first read
+        'task' in flags.FLAGS['config'].value  # pylint: disable=pointless-statement
+      except OSError as e:
+        raise flags.Error(f'--config: cannot load {_config_file(argv)!r}: '
+                          f'{str(e).splitlines()[-1].strip()}') from e
+    return rest
   except (flags.Error, AttributeError, KeyError) as e:
-    message = _unknown_config_key(argv) or str(e)
-    sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
-                     '  Pass --helpshort or --helpfull to see help on flags.\n')
-    sys.exit(1)
+    # The config file's own errors (e.g. an unknown :<arg>) arrive wrapped
+    # in a traceback; their last line says what is wrong.
+    last = [line for line in str(e).splitlines() if line.strip()][-1]
+    message = _unknown_config_key(argv) or re.sub(r'^\w+Error: ', '',
+                                                   last.strip())
+  sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
+                   '  Pass --helpshort or --helpfull to see help on flags.\n')
+  sys.exit(1)
+
+
+def _config_file(argv: list[str]) -> str | None:
+  """The value of the last --config=... in ``argv``."""
+  files = [a.partition('=')[2] for a in argv if a.startswith('--config=')]
+  return files[-1] if files else None
 
 
 def _unknown_config_key(argv: list[str]) -> str | None:
   """What is wrong with the first --config.<key> that is not in the config."""
-  files = [a.partition('=')[2] for a in argv if a.startswith('--config=')]
-  if not files:
+  if not _config_file(argv):
     return None
-  path, _, arg = files[-1].partition(':')
+  path, _, arg = _config_file(argv).partition(':')
   spec = importlib.util.spec_from_file_location('_config_file', path)
   if spec is None or not os.path.isfile(path):
     return None
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception:  # pylint: disable=broad-except
+    return None  # the file itself is wrong: flags reports that
   for flag in argv:
     if not flag.startswith('--config.'):
       continue
@@ -176,29 +196,6 @@ def check_workdir(workdir: str) -> str:
   return workdir
 
 
-def _check_config(config) -> None:
-  for key in ('task', 'model', 'data', 'seed', 'batch_size',
-              'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
-              'log_every_steps', 'optimizer'):
-    if key not in config:
-      raise ValueError(f'The config has no {key!r}; every experiment sets '
-                       'task, model, data, seed, batch_size, num_train_steps, '
-                       'eval_every_steps, checkpoint_every_steps, '
-                       'log_every_steps and optimizer.')
-  for key in ('batch_size', 'num_train_steps', 'eval_every_steps',
-              'checkpoint_every_steps', 'log_every_steps'):
-    if int(config[key]) < 1:
-      raise ValueError(f'config.{key} must be positive, got {config[key]}.')
-  devices = jax.device_count()
-  eval_batch_size = config.data.get('eval_batch_size', None)
-  for key, size in (('batch_size', config.batch_size),
-                    ('data.eval_batch_size', eval_batch_size)):
-    if size is not None and int(size) % devices:
-      raise ValueError(
-          f'config.{key}={size} (a global batch) does not divide evenly over '
-          f'the {devices} devices; use a multiple of {devices}.')
-
-
 def mean(total: float, count: float) -> float:
   """sum / count of a (sum, count) metric; NaN when nothing was counted."""
   return float(total) / float(count) if float(count) else float('nan')
@@ -208,7 +205,7 @@ class Trainer:
   """Task, mesh, optimizer and the compiled steps, shared by train and eval."""
 
   def __init__(self, config, workdir: str):
-    _check_config(config)
+    config_check.check(config, jax.device_count())
     quiet_library_logs()
     self.config = config
     self.workdir = workdir
@@ -345,6 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     The last evaluation's scalars (validation metrics).
   """
+  config_check.check(config, jax.device_count())  # before the workdir exists
   workdir = check_workdir(workdir)
   with distributed.WorkdirLock(workdir), \
       distributed.PreemptionWatcher() as preemption:
