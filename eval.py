@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from attention.training import cli
 from attention.training import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -52,4 +53,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=train_lib.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

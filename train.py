@@ -18,6 +18,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from attention.training import cli
 from attention.training import sweep
 from attention.training import train_lib
 
@@ -63,4 +64,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=train_lib.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

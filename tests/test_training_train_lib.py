@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from attention.training import checkpoints
+from attention.training import cli
 from attention.training import train_lib
 from configs import mha_translate
 from conftest import read_metrics
@@ -92,9 +93,9 @@ def test_unknown_config_override_names_the_valid_keys(flag, message,
   """What train.py and eval.py print for a --config.<key> that is not there."""
   monkeypatch.chdir(ROOT)
   argv = ['train.py', '--config=configs/mha_translate.py:smoke']
-  found = train_lib._unknown_config_key(argv + [flag])  # pylint: disable=protected-access
+  found = cli._unknown_config_key(argv + [flag])  # pylint: disable=protected-access
   assert message in found and found.startswith(flag.partition('=')[0])
-  assert train_lib._unknown_config_key(argv + ['--config.seed=3']) is None  # pylint: disable=protected-access
+  assert cli._unknown_config_key(argv + ['--config.seed=3']) is None  # pylint: disable=protected-access
 
 
 def test_flag_mistakes_are_one_line_and_leave_nothing_behind(tmp_path):

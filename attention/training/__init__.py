@@ -3,6 +3,7 @@
   train_lib.py    train_and_evaluate (train.py) and evaluate_checkpoint
                   (eval.py): the mesh, the jitted steps, the summing loop
   config_check.py the whole config checked in one pass, before any data
+  cli.py          flag parsing of train.py and eval.py: mistakes in one line
   checkpoints.py  Orbax checkpoints of the train state and the data iterator
   distributed.py  multi-process start-up, the workdir lock, SIGTERM
   writers.py      metrics.jsonl and TensorBoard events

@@ -21,18 +21,14 @@ pure functions and never calls back.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import os
-import re
-import sys
 import time
 from typing import Any
 
 import logging as py_logging
 
-from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -117,68 +113,6 @@ def default_workdir(config_path: str) -> str:
   path, _, arg = config_path.partition(':')
   name = os.path.splitext(os.path.basename(path))[0]
   return os.path.join('runs', f'{name}_{arg}' if arg else name)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flags parser for train.py and eval.py (``app.run(main, flags_parser=...)``).
-
-  A flags error exits 1 with absl's one-line message. A ``--config.<key>``
-  that names no key of the config says which part is unknown and lists the
-  valid keys there, instead of ml_collections' traceback.
-  """
-  try:
-    rest = flags.FLAGS(argv)
-    if 'config' in flags.FLAGS:
-      try:  # a file that failed to load only raises when first read
-        'task' in flags.FLAGS['config'].value  # pylint: disable=pointless-statement
-      except OSError as e:
-        raise flags.Error(f'--config: cannot load {_config_file(argv)!r}: '
-                          f'{str(e).splitlines()[-1].strip()}') from e
-    return rest
-  except (flags.Error, AttributeError, KeyError) as e:
-    # The config file's own errors (e.g. an unknown :<arg>) arrive wrapped
-    # in a traceback; their last line says what is wrong.
-    last = [line for line in str(e).splitlines() if line.strip()][-1]
-    message = _unknown_config_key(argv) or re.sub(r'^\w+Error: ', '',
-                                                   last.strip())
-  sys.stderr.write(f'FATAL Flags parsing error: {message}\n'
-                   '  Pass --helpshort or --helpfull to see help on flags.\n')
-  sys.exit(1)
-
-
-def _config_file(argv: list[str]) -> str | None:
-  """The value of the last --config=... in ``argv``."""
-  files = [a.partition('=')[2] for a in argv if a.startswith('--config=')]
-  return files[-1] if files else None
-
-
-def _unknown_config_key(argv: list[str]) -> str | None:
-  """What is wrong with the first --config.<key> that is not in the config."""
-  if not _config_file(argv):
-    return None
-  path, _, arg = _config_file(argv).partition(':')
-  spec = importlib.util.spec_from_file_location('_config_file', path)
-  if spec is None or not os.path.isfile(path):
-    return None
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
-  except Exception:  # pylint: disable=broad-except
-    return None  # the file itself is wrong: flags reports that
-  for flag in argv:
-    if not flag.startswith('--config.'):
-      continue
-    key = flag[len('--config.'):].partition('=')[0]
-    node, where = config, 'config'
-    for part in key.split('.'):
-      if not isinstance(node, ml_collections.ConfigDict):
-        return f'--config.{key}: {where} is a value, not a group of keys.'
-      if part not in node:
-        return (f'--config.{key}: {where} has no key {part!r}; valid keys: '
-                f'{", ".join(sorted(node.keys()))}.')
-      node, where = node[part], f'{where}.{part}'
-  return None
 
 
 def check_workdir(workdir: str) -> str:
