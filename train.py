@@ -7,7 +7,8 @@ One process per host of a multi-process run: SLURM (several tasks), a TPU pod
 slice or a Kubernetes indexed job are detected; elsewhere pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I to each.
 SIGTERM stops after the current step with a checkpoint (exit status 0); the
-same command resumes.
+same command resumes. Resuming with a config that changes the experiment is
+refused (it lists the changes) unless --allow_config_change.
 
 The logic lives in attention.training.train_lib; this file only parses flags.
 """
@@ -42,6 +43,10 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout_s', 300, 'Multi-process runs: give up (exit 1, '
     'saying what to check) when the coordinator cannot be reached or not all '
     'processes joined within this many seconds.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume a run whose checkpoint was written '
+    'by another config (a changed model, data, seed, optimizer or batch); '
+    'the change is recorded in <workdir>/config.<step>.json.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -58,7 +63,8 @@ def main(argv):
     if _SWEEP_INDEX.value is not None:
       config, workdir = sweep.sweep_point(config, workdir, _SWEEP_INDEX.value)
     print(f'workdir: {workdir}', flush=True)
-    train_lib.train_and_evaluate(config, workdir)
+    train_lib.train_and_evaluate(
+        config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f'error: {e}')
 

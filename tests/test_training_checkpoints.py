@@ -92,3 +92,12 @@ def test_a_checkpoint_cut_off_mid_write_is_never_loaded(finished_run, kind,
   train_lib.train_and_evaluate(longer, run)
   assert sorted(os.listdir(ckpt_dir)) == ['2', '4', '6']
   assert checkpoints.committed_steps(run) == [2, 4, 6]
+
+
+def test_newest_config_is_the_latest_resume_s(tmp_path):
+  assert checkpoints.newest_config_path(str(tmp_path)) is None
+  for name in ('config.json', 'config.4.json', 'config.12.json',
+               'config.30.json.tmp', 'config.x.json'):
+    (tmp_path / name).write_text('{}')
+  assert checkpoints.newest_config_path(str(tmp_path)) == str(
+      tmp_path / 'config.12.json')

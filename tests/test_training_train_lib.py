@@ -1,6 +1,7 @@
 """The one training loop on the :smoke configs: the workdir, resume, data
 parallelism, the one definition of a mean and bad input."""
 
+import json
 import math
 import os
 import shutil
@@ -132,10 +133,45 @@ def test_checkpoint_of_another_config_is_refused(mha_run, tmp_path):
   wider = mha_translate.get_config('smoke')
   wider.model.d_model = 24
   wider.num_train_steps = 6
+  with pytest.raises(ValueError, match=r'holds a run of another config '
+                     r'\(checkpoint step 4\): model.d_model: 16 -> 24\. '
+                     r'Train in a fresh --workdir, or pass '
+                     r'--allow_config_change'):
+    train_lib.train_and_evaluate(wider, other)
+  # Allowed, the checkpoint still cannot fit the wider model.
   with pytest.raises(ValueError, match=r"parameter 'decoder_layers_0/"
                      r"LayerNorm_0/bias' has shape \(16,\) in the checkpoint "
                      r'but \(24,\) in the model'):
-    train_lib.train_and_evaluate(wider, other)
+    train_lib.train_and_evaluate(wider, other, allow_config_change=True)
+
+
+def test_a_resumed_config_change_is_refused_or_recorded(mha_run, tmp_path):
+  config, workdir, _ = mha_run
+  other = tmp_path / 'other'
+  shutil.copytree(workdir, other)
+  with open(other / 'config.json') as f:
+    first = f.read()
+  changed = mha_translate.get_config('smoke')
+  changed.optimizer.learning_rate = 0.5
+  changed.seed = 7
+  with pytest.raises(ValueError, match=r"optimizer.learning_rate: 0.005 -> "
+                     r'0.5; seed: 0 -> 7\.'):
+    train_lib.train_and_evaluate(changed, str(other))
+  shorter = mha_translate.get_config('smoke')
+  shorter.num_train_steps = 2
+  with pytest.raises(ValueError, match=r'config.num_train_steps=2 is below '
+                     r'the newest checkpoint \(step 4\)'):
+    train_lib.train_and_evaluate(shorter, str(other))
+  # Evaluating more often does not change the experiment: resumed, recorded
+  # beside the untouched config.json.
+  harmless = mha_translate.get_config('smoke')
+  harmless.eval_every_steps = 2
+  train_lib.train_and_evaluate(harmless, str(other))
+  with open(other / 'config.json') as f:
+    assert f.read() == first
+  with open(other / 'config.4.json') as f:
+    assert json.load(f)['eval_every_steps'] == 2
+  assert config.eval_every_steps == 4
 
 
 def test_nan_loss_stops_with_the_step_and_no_checkpoint(tmp_path):

@@ -12,6 +12,7 @@ ever sees committed checkpoints, and a writer removes such folders.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import Any
 
@@ -33,6 +34,18 @@ def committed_steps(workdir: str) -> list[int]:
     return []
   return sorted(int(n) for n in os.listdir(directory) if n.isdigit()
                 and os.path.exists(os.path.join(directory, n, COMMIT_FILE)))
+
+
+def newest_config_path(workdir: str) -> str | None:
+  """The config the newest start of the run in ``workdir`` trained with.
+
+  The first start writes config.json; a resume that changes the config
+  writes config.<step>.json beside it (never overwriting).
+  """
+  found = {-1 if name == 'config.json' else int(name.split('.')[1]): name
+           for name in (os.listdir(workdir) if os.path.isdir(workdir) else [])
+           if name == 'config.json' or re.fullmatch(r'config\.\d+\.json', name)}
+  return os.path.join(workdir, found[max(found)]) if found else None
 
 
 class Checkpoints:

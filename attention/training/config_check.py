@@ -184,3 +184,40 @@ def _fraction(v):
 
 def _above_zero(v):
   return 'it must be > 0' if not v > 0 else None
+
+
+# Keys a resumed run may change without changing the experiment: when and
+# how often it evaluates, logs and checkpoints, how long it trains (upwards),
+# how the input pipeline is parallelised, and the sweep it belongs to.
+RESUMABLE = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
+             'log_every_steps', 'sweep', 'eval.', 'data.num_threads',
+             'data.prefetch', 'data.eval_batch_size')
+
+
+def config_changes(stored: dict[str, Any], new: dict[str, Any]
+                   ) -> tuple[list[str], list[str]]:
+  """(experiment changes, harmless changes) between two config dicts.
+
+  Each is a list of 'key: old -> new' lines over dotted keys; a key only
+  one side has counts as a change (from or to 'absent').
+  """
+  old_flat, new_flat = _flatten(stored), _flatten(new)
+  experiment, harmless = [], []
+  for key in sorted(set(old_flat) | set(new_flat)):
+    old, value = old_flat.get(key, 'absent'), new_flat.get(key, 'absent')
+    if old == value:
+      continue
+    line = f'{key}: {old!r} -> {value!r}'
+    harmless_key = any(key == k or (k.endswith('.') and key.startswith(k))
+                       for k in RESUMABLE)
+    (harmless if harmless_key else experiment).append(line)
+  return experiment, harmless
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    return out
+  return {prefix.rstrip('.'): tree}

@@ -141,12 +141,12 @@ def load_config(config_arg: str, overrides: Sequence[str] = ()
 
 def finished_step(point_dir: str) -> int | None:
   """The point's num_train_steps if it has a committed checkpoint there."""
-  config_path = os.path.join(point_dir, 'config.json')
-  if not os.path.exists(config_path):
+  from attention.training import checkpoints  # pylint: disable=g-import-not-at-top,line-too-long
+  config_path = checkpoints.newest_config_path(point_dir)
+  if config_path is None:
     return None
   with open(config_path) as f:
     total = int(json.load(f)['num_train_steps'])
-  from attention.training import checkpoints  # pylint: disable=g-import-not-at-top,line-too-long
   return total if total in checkpoints.committed_steps(point_dir) else None
 
 

@@ -265,13 +265,19 @@ class _MetricSums:
     return {f'{prefix}{name}': mean(s, c) for name, (s, c) in self.sums.items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, float]:
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
   Holds the workdir's lock throughout (a second run on it is refused) and
   stops early on SIGTERM: after the current step it writes a checkpoint and
   returns, and the next run resumes from there.
+
+  A resumed run must have the config it started with, but for the keys that
+  do not change the experiment (config_check.RESUMABLE); other changes are
+  an error that lists them, unless ``allow_config_change``. A changed
+  config is recorded in config.<step>.json beside the first start's
+  config.json, which is never overwritten.
 
   Returns:
     The last evaluation's scalars (validation metrics).
@@ -280,7 +286,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir = check_workdir(workdir)
   with distributed.WorkdirLock(workdir), \
       distributed.PreemptionWatcher() as preemption:
+    _record_config(config, workdir, allow_config_change)
     return _train(config, workdir, preemption)
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str,
+                   allow_change: bool) -> None:
+  """Checks a resumed run's config against the stored one; records it."""
+  new = json.loads(config.to_json_best_effort())
+  steps = checkpoints_lib.committed_steps(workdir)
+  stored_path = checkpoints_lib.newest_config_path(workdir)
+  path = os.path.join(workdir, 'config.json')
+  if steps and stored_path is not None:
+    start = steps[-1]
+    with open(stored_path) as f:
+      experiment, harmless = config_check.config_changes(json.load(f), new)
+    if int(config.num_train_steps) < start:
+      raise ValueError(
+          f'config.num_train_steps={config.num_train_steps} is below the '
+          f'newest checkpoint (step {start}) in {workdir}: there is nothing '
+          'to train. Raise it, or score the checkpoint with eval.py.')
+    if experiment and not allow_change:
+      raise ValueError(
+          f'{workdir} holds a run of another config (checkpoint step '
+          f'{start}): {"; ".join(experiment)}. Train in a fresh --workdir, or '
+          'pass --allow_config_change to continue this run with the new '
+          f'values (recorded in config.{start}.json).')
+    if not (experiment or harmless):
+      return
+    logging.warning('Resuming at step %d with a changed config (%s): %s',
+                    start, 'experiment changed' if experiment else
+                    'the experiment is the same', '; '.join(experiment +
+                                                            harmless))
+    path = os.path.join(workdir, f'config.{start}.json')
+  if jax.process_index() == 0:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str,
@@ -288,10 +331,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   """train_and_evaluate inside its workdir lock and SIGTERM watch."""
   trainer = Trainer(config, workdir)
   task = trainer.task
-  is_main = jax.process_index() == 0
-  if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
   total_steps = int(config.num_train_steps)
   ckpts = checkpoints_lib.Checkpoints(workdir)
   train_iter = task.train_batches()
