@@ -12,9 +12,12 @@ checks that
 * every restart resumed from the newest *committed* checkpoint present when
   the process died (never from one cut off mid-write), and
 * the final train state (parameters, optimizer state, step) equals the
-  uninterrupted run's bit for bit,
+  uninterrupted run's bit for bit, and
+* metrics.jsonl holds the same lines as the uninterrupted run's (timing
+  keys aside): every evaluation present, every logged training step equal,
 
-prints one line per kill and a summary, writes ``<workdir>/kill_resume.json``
+prints one line per kill (where it landed: start-up / restore, training,
+a checkpoint write, an evaluation) and a summary, writes ``<workdir>/kill_resume.json``
 and exits 1 if a check failed. Arguments after ``--`` go to every train.py
 run (config overrides); log often (``--config.log_every_steps``), as the
 delays count from the first logged step: uniform in [0, --max_delay_s],
@@ -61,6 +64,7 @@ class Run:
     self.first_step_at = None
     self.resumed_from = None
     self.last_logged_step = None
+    self.evaluating = False  # between 'evaluating step N' and 'eval at step'
     self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, text=True,
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE)
@@ -82,6 +86,10 @@ class Run:
         self.stepping.set()
       if 'training steps' in line:
         self.loop_started.set()
+      if re.search(r'\bevaluating step \d+', line):
+        self.evaluating = True
+      elif re.search(r'\beval at step \d+', line):
+        self.evaluating = False
     self.loop_started.set()  # exited
     self.stepping.set()
 
@@ -100,6 +108,28 @@ def partial_checkpoints(workdir: str) -> list[str]:
   return sorted(n for n in os.listdir(directory) if TMP_MARK in n or (
       n.isdigit() and not os.path.exists(
           os.path.join(directory, n, checkpoints.COMMIT_FILE))))
+
+
+TIMING = ('train/steps_per_second', 'train/elapsed_seconds')
+
+
+def compare_metrics(reference: str, killed: str) -> list[str]:
+  """Failures where the two runs' metrics.jsonl lines differ."""
+  def lines(workdir):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    return {(r['step'], 'eval' if any(k.startswith('eval/') for k in r)
+             else 'train'): {k: v for k, v in r.items() if k not in TIMING}
+            for r in rows}
+  want, got = lines(reference), lines(killed)
+  failures = [f'metrics: no {kind} line at step {step}'
+              for step, kind in sorted(set(want) - set(got))]
+  failures += [f'metrics: an extra {kind} line at step {step}'
+               for step, kind in sorted(set(got) - set(want))]
+  failures += [f'metrics: the {kind} line of step {step} differs'
+               for step, kind in sorted(set(want) & set(got))
+               if want[step, kind] != got[step, kind]]
+  return failures
 
 
 def final_state(workdir: str, train_args: list[str]):
@@ -180,11 +210,14 @@ def main(argv=None) -> int:
         run.stepping.wait()
         time.sleep(delay)
       in_loop = run.loop_started.is_set()
+      evaluating = run.evaluating
       if run.proc.poll() is None:
         os.kill(run.proc.pid, signal.SIGKILL)
     rc = run.wait()
     resumed = run.resumed_from
-    if before and resumed != before[-1]:
+    # Killed before it logged where it resumes from: nothing to check.
+    killed_early = rc == -signal.SIGKILL and resumed is None
+    if before and resumed != before[-1] and not killed_early:
       failures.append(f'start {attempts} resumed from {resumed}, expected the '
                       f'newest committed checkpoint {before[-1]}')
     if not before and resumed is not None:
@@ -194,7 +227,8 @@ def main(argv=None) -> int:
       after = committed_steps(killed)
       partial = partial_checkpoints(killed)
       where = ('mid-checkpoint-write' if partial else
-               'between checkpoints' if in_loop else 'start-up / restore')
+               'during evaluation' if evaluating else
+               'during training' if in_loop else 'start-up / restore')
       kills.append({'start': attempts, 'resumed_from': resumed,
                     'last_logged_step': run.last_logged_step,
                     'newest_committed_after': after[-1] if after else None,
@@ -220,10 +254,14 @@ def main(argv=None) -> int:
     if not bit_exact:
       failures.append(f'final states differ (steps {ref_step} and '
                       f'{got_step})')
+    failures += compare_metrics(reference, killed)
   summary = {
       'kills': len(kills),
+      'during_training': sum(k['where'] == 'during training' for k in kills),
       'mid_checkpoint_write': sum(k['where'] == 'mid-checkpoint-write'
                                   for k in kills),
+      'during_evaluation': sum(k['where'] == 'during evaluation'
+                               for k in kills),
       'before_training_loop': sum(k['where'] == 'start-up / restore'
                                   for k in kills),
       'starts': attempts, 'bit_exact': bit_exact, 'failures': failures,
@@ -232,10 +270,12 @@ def main(argv=None) -> int:
   }
   with open(os.path.join(args.workdir, 'kill_resume.json'), 'w') as f:
     json.dump(summary, f, indent=2)
-  print(f'{summary["kills"]} kills ({summary["mid_checkpoint_write"]} '
-        f'mid-checkpoint-write, {summary["before_training_loop"]} during '
-        f'start-up/restore), {attempts} starts; final state bit-exact: '
-        f'{bit_exact}')
+  print(f'{summary["kills"]} kills ({summary["during_training"]} during '
+        f'training, {summary["mid_checkpoint_write"]} mid-checkpoint-write, '
+        f'{summary["during_evaluation"]} during evaluation, '
+        f'{summary["before_training_loop"]} during start-up/restore), '
+        f'{attempts} starts; final state bit-exact: {bit_exact}; metrics '
+        f'equal: {not any(f.startswith("metrics") for f in failures)}')
   for failure in failures:
     print(f'FAILED: {failure}')
   return 1 if failures else 0

@@ -18,12 +18,13 @@ from conftest import ROOT
 
 
 def test_kill_resume_script_short(tmp_path):
-  """scripts/kill_resume.py: 2 kills at random moments, 20 steps."""
+  """scripts/kill_resume.py: 2 kills at random moments, 20 steps, an
+  evaluation every 4: same final state and same metrics.jsonl lines."""
   out = subprocess.run(
       [sys.executable, 'scripts/kill_resume.py',
        '--config=configs/mha_translate.py:smoke', f'--workdir={tmp_path}',
        '--kills=2', '--seed=1', '--', '--config.num_train_steps=20',
-       '--config.checkpoint_every_steps=2', '--config.eval_every_steps=1000',
+       '--config.checkpoint_every_steps=2', '--config.eval_every_steps=4',
        '--config.log_every_steps=1'],
       cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
       capture_output=True, text=True, timeout=600)
@@ -32,7 +33,10 @@ def test_kill_resume_script_short(tmp_path):
     summary = json.load(f)
   assert summary['kills'] == 2 and summary['bit_exact'] is True
   assert summary['failures'] == []
-  assert 'final state bit-exact: True' in out.stdout
+  assert 'final state bit-exact: True; metrics equal: True' in out.stdout
+  assert summary['kills'] == sum(summary[k] for k in (
+      'during_training', 'mid_checkpoint_write', 'during_evaluation',
+      'before_training_loop'))
 
 
 @pytest.fixture(scope='module')

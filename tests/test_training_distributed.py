@@ -198,7 +198,7 @@ def test_sigterm_checkpoints_and_exits_0_and_a_second_run_is_refused(
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   workdir = str(tmp_path)
   port = free_port()
-  flags = ['--config.num_train_steps=400', '--config.log_every_steps=1',
+  flags = ['--config.num_train_steps=400', '--config.log_every_steps=3',
            '--config.checkpoint_every_steps=1000', '--num_processes=2',
            f'--coordinator_address=127.0.0.1:{port}',
            '--distributed_timeout_s=120']
@@ -218,7 +218,11 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
   stops = {int(e.split('Preempted (SIGTERM) at step ')[1].split('/')[0])
            for e in errs}
   assert len(stops) == 1  # both processes stopped at the same step
-  assert checkpoints.committed_steps(workdir) == [stops.pop()]
+  stop = stops.pop()
+  assert checkpoints.committed_steps(workdir) == [stop]
+  # The stop step's training metrics are logged, on a log step or not.
+  logged = [r['step'] for r in read_metrics(workdir) if 'train/loss' in r]
+  assert logged[-1] == stop and logged[:-1] == list(range(3, stop, 3))
 
 
 def test_unreachable_coordinator_fails_within_the_timeout(tmp_path):

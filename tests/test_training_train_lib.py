@@ -60,6 +60,29 @@ def test_resume_equals_an_uninterrupted_run(mha_run, tmp_path):
   assert steps == [2, 4]  # the log has no duplicate of the replayed steps
 
 
+def test_a_resume_redoes_an_evaluation_that_did_not_complete(mha_run,
+                                                            tmp_path):
+  """Killed during step 4's evaluation (after its checkpoint, before its
+  line): the next start has nothing to train but evaluates step 4."""
+  config, workdir, last_eval = mha_run
+  other = tmp_path / 'other'
+  shutil.copytree(workdir, other)
+  rows = read_metrics(str(other))
+  kept = [r for r in rows if not (r['step'] == 4 and 'eval/loss' in r)]
+  assert len(kept) == len(rows) - 1
+  shutil.rmtree(other / 'alignments' / 'step_4')
+  with open(other / 'metrics.jsonl', 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in kept)
+    f.write('{"step": 4, "eval/lo')  # a line cut off by the kill
+  again = train_lib.train_and_evaluate(config, str(other))
+  assert again == last_eval
+  assert read_metrics(str(other)) == rows
+  assert (other / 'alignments' / 'step_4').is_dir()
+  # Complete now: a further start changes nothing.
+  assert train_lib.train_and_evaluate(config, str(other)) == {}
+  assert read_metrics(str(other)) == rows
+
+
 def test_data_parallel_loss_equals_single_device(mha_run, tmp_path):
   """train.py with 4 forced CPU devices: the same losses as 1 device."""
   _, workdir, _ = mha_run

@@ -352,6 +352,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                start, total_steps)
 
   last_eval: dict[str, float] = {}
+
+  def run_eval(at_step):
+    nonlocal last_eval
+    logging.info('evaluating step %d', at_step)
+    eval_start = time.time()
+    last_eval, images = trainer.evaluate(state['params'], at_step)
+    # One line: the evaluation counts as done once it is in metrics.jsonl.
+    writer.write_scalars(at_step, {f'eval/{k}': v
+                                   for k, v in last_eval.items()})
+    writer.write_images(at_step, images)
+    logging.info('eval at step %d (%.1fs): %s', at_step,
+                 time.time() - eval_start, _short(last_eval))
+
+  # The checkpoint of a step is written before its evaluation: a run killed
+  # (or preempted) there resumes past it, so the evaluation is redone here,
+  # also when nothing is left to train.
+  due = start > 0 and (start % config.eval_every_steps == 0 or
+                       start == total_steps)
+  missing = due and not writer.logged(start, 'eval/')
+  if jax.process_count() > 1:  # process 0 reads the file; all evaluate
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  if missing:
+    logging.info('The evaluation of step %d did not complete before the run '
+                 'stopped: running it now.', start)
+    run_eval(start)
+    writer.flush()
   sums = _MetricSums()
   pending = None  # (step, device metrics), fetched one step late
   interval_start, interval_steps = time.time(), 0
@@ -381,7 +407,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       pending = (step, metrics)
       is_last = step == total_steps
       stop_now = not is_last and preemption.should_stop(step)
-      log_now = step % config.log_every_steps == 0 or is_last
+      log_now = step % config.log_every_steps == 0 or is_last or stop_now
       eval_now = step % config.eval_every_steps == 0 or is_last
       ckpt_now = step % config.checkpoint_every_steps == 0 or is_last
       ckpt_now = ckpt_now or stop_now
@@ -406,13 +432,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       if ckpt_now:
         ckpts.save(step, state, train_iter)
       if eval_now:
-        eval_start = time.time()
-        last_eval, images = trainer.evaluate(state['params'], step)
-        writer.write_scalars(step, {f'eval/{k}': v
-                                    for k, v in last_eval.items()})
-        writer.write_images(step, images)
-        logging.info('eval at step %d (%.1fs): %s', step,
-                     time.time() - eval_start, _short(last_eval))
+        run_eval(step)
         interval_start = time.time()  # eval time is not training time
       writer.flush()
       if stop_now:

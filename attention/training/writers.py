@@ -32,12 +32,29 @@ class MetricWriter:
       return
     with open(self.path) as f:
       lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line).get('step', 0) <= step]
+    rows = [_parse(line) for line in lines]
+    # A line cut off by a kill mid-write does not parse: dropped.
+    kept = [line for line, row in zip(lines, rows)
+            if row is not None and line.endswith('\n')
+            and row.get('step', 0) <= step]
     if len(kept) != len(lines):
       tmp = self.path + '.tmp'
       with open(tmp, 'w') as f:
         f.writelines(kept)
       os.replace(tmp, self.path)
+
+  def logged(self, step: int, prefix: str) -> bool:
+    """Whether metrics.jsonl holds a complete line of ``step`` with a key
+    starting with ``prefix`` (e.g. 'eval/': that step's evaluation ran)."""
+    if not os.path.exists(self.path):
+      return False
+    with open(self.path) as f:
+      for line in f:
+        row = _parse(line) if line.endswith('\n') else None
+        if row and row.get('step') == step and any(
+            k.startswith(prefix) for k in row):
+          return True
+    return False
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled or not scalars:
@@ -80,3 +97,11 @@ def tensorboard_tag(name: str) -> str:
 def _to_json_number(value):
   value = float(np.asarray(value))
   return value if math.isfinite(value) else None
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+  try:
+    row = json.loads(line)
+  except ValueError:
+    return None
+  return row if isinstance(row, dict) else None
