@@ -35,6 +35,7 @@ def main(argv):
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
   print(f'workdir: {workdir}', flush=True)
+  train_lib.quiet_library_logs()
   try:
     if _SENTENCE.value:
       if _CONFIG.value.task != 'translate':
@@ -50,6 +51,7 @@ def main(argv):
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'error: {e}')
   print(train_lib.format_results(results))
+  print(cli.after_evaluation(workdir, results['step']))
 
 
 if __name__ == '__main__':

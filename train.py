@@ -17,6 +17,7 @@ import sys
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
 from attention.training import cli
@@ -56,6 +57,7 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
+  train_lib.quiet_library_logs()
   try:
     train_lib.initialize_distributed(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
@@ -67,6 +69,11 @@ def main(argv):
         config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f'error: {e}')
+  if jax.process_index() == 0:
+    flag = flags.FLAGS['config']
+    print(cli.after_training(config_flags.get_config_filename(flag),
+                             config_flags.get_override_values(flag), workdir),
+          flush=True)
 
 
 if __name__ == '__main__':

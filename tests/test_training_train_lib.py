@@ -2,6 +2,7 @@
 parallelism, the one definition of a mean and bad input."""
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -207,3 +208,32 @@ def test_nan_loss_stops_with_the_step_and_no_checkpoint(tmp_path):
   bad_step = int(e.value.args[0].split('at step ')[1].split(':')[0])
   steps = checkpoints.Checkpoints(str(tmp_path)).all_steps()
   assert all(s < bad_step for s in steps), (steps, bad_step)
+
+
+def test_the_missing_tpu_library_note_is_dropped_and_real_errors_kept():
+  def record(level, message):
+    return logging.LogRecord('jax._src.xla_bridge', level, 'xla_bridge.py', 1,
+                             message, None, None)
+  quiet = train_lib._QuietLibraries()  # pylint: disable=protected-access
+  missing = ("Unable to initialize backend 'tpu': INTERNAL: Failed to open "
+             'libtpu.so: libtpu.so: cannot open shared object file: No such '
+             'file or directory')
+  assert not quiet.filter(record(logging.INFO, missing))
+  assert quiet.filter(record(logging.INFO, "Unable to initialize backend "
+                             "'tpu': ABORTED: the TPU is in use"))
+  assert quiet.filter(record(logging.ERROR, missing))
+
+
+def test_the_entry_points_say_what_next_and_where_results_went(tmp_path):
+  text = cli.after_training('configs/mha_translate.py:smoke',
+                            {'model.num_layers': 3}, str(tmp_path))
+  assert (f'python eval.py --config=configs/mha_translate.py:smoke '
+          f'--config.model.num_layers=3 --workdir={tmp_path}') in text
+  assert f'tensorboard --logdir={tmp_path}' in text
+  (tmp_path / 'alignments' / 'test_step_4').mkdir(parents=True)
+  (tmp_path / 'translations_greedy.tsv').write_text('')
+  text = cli.after_evaluation(str(tmp_path), 4)
+  assert text.splitlines() == [
+      f'Results: {tmp_path}/eval_results.json',
+      f'Plots: {tmp_path}/alignments/test_step_4/',
+      f'Translations: {tmp_path}/translations_greedy.tsv']

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import sys
+from typing import Any
 
 from absl import flags
 import ml_collections
@@ -76,3 +77,28 @@ def _unknown_config_key(argv: list[str]) -> str | None:
                 f'{", ".join(sorted(node.keys()))}.')
       node, where = node[part], f'{where}.{part}'
   return None
+
+
+def after_training(config_arg: str, overrides: dict[str, Any],
+                   workdir: str) -> str:
+  """What train.py prints at the end: the commands to run next (eval.py with
+  the same --config.<key> overrides, so that it builds the same model)."""
+  flags_ = ''.join(f' --config.{k}={v}' for k, v in sorted(overrides.items()))
+  return (f'Trained into {workdir}. Next:\n'
+          f'  python eval.py --config={config_arg}{flags_} '
+          f'--workdir={workdir}\n'
+          f'  tensorboard --logdir={workdir}')
+
+
+def after_evaluation(workdir: str, step: int) -> str:
+  """What eval.py prints at the end: where its outputs went."""
+  lines = [f'Results: {os.path.join(workdir, "eval_results.json")}']
+  plots = os.path.join(workdir, 'alignments', f'test_step_{step}')
+  if os.path.isdir(plots):
+    lines.append(f'Plots: {plots}{os.sep}')
+  tables = sorted(n for n in os.listdir(workdir)
+                  if n.startswith('translations_') and n.endswith('.tsv'))
+  if tables:
+    lines.append('Translations: ' + ', '.join(
+        os.path.join(workdir, n) for n in tables))
+  return '\n'.join(lines)

@@ -49,17 +49,26 @@ from attention.training import writers
 
 
 class _QuietLibraries(py_logging.Filter):
-  """Drops Orbax's per-save info and warnings (errors still show)."""
+  """Drops Orbax's per-save info and warnings (errors still show), and JAX's
+  note that it found no TPU library on a machine without one (a TPU that
+  fails to start still shows)."""
 
   def filter(self, record):
-    return record.levelno >= py_logging.ERROR or (
-        f'{os.sep}orbax{os.sep}' not in record.pathname)
+    if record.levelno >= py_logging.ERROR:
+      return True
+    if f'{os.sep}orbax{os.sep}' in record.pathname:
+      return False
+    message = record.getMessage()
+    return not ("Unable to initialize backend 'tpu'" in message
+                and 'libtpu.so: cannot open shared object file' in message)
 
 
 def quiet_library_logs() -> None:
-  absl_logger = py_logging.getLogger('absl')
-  if not any(isinstance(f, _QuietLibraries) for f in absl_logger.filters):
-    absl_logger.addFilter(_QuietLibraries())
+  """Installs _QuietLibraries (before the first JAX device call)."""
+  for name in ('absl', 'jax._src.xla_bridge'):
+    logger = py_logging.getLogger(name)
+    if not any(isinstance(f, _QuietLibraries) for f in logger.filters):
+      logger.addFilter(_QuietLibraries())
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -229,7 +238,12 @@ class Trainer:
     out = {}
     for name, fn in self.task.predictors().items():
       step, rows = self._jit(fn), {}
+      started = shown = time.time()
       for host_batch in self.task.eval_batches(split):
+        if time.time() - shown > 10:  # progress on every wait over 10 s
+          shown = time.time()
+          logging.info('%s on %s: %d examples decoded in %s', name, split,
+                       len(rows), _format_seconds(shown - started))
         batch = self.to_device(host_batch)
         values = multihost_utils.process_allgather(step(params, batch),
                                                    tiled=True)
@@ -282,6 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The last evaluation's scalars (validation metrics).
   """
+  quiet_library_logs()
   config_check.check(config, jax.device_count())  # before the workdir exists
   workdir = check_workdir(workdir)
   with distributed.WorkdirLock(workdir), \
@@ -382,6 +397,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   pending = None  # (step, device metrics), fetched one step late
   interval_start, interval_steps = time.time(), 0
   run_start = time.time()
+  steady = None  # (time, step) of the first log: where the ETA starts
 
   def fetch(pending_step, device_metrics):
     metrics = jax.device_get(device_metrics)
@@ -423,17 +439,27 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         scalars['train/steps_per_second'] = rate
         scalars['train/elapsed_seconds'] = time.time() - run_start
         writer.write_scalars(step, scalars)
-        eta = (total_steps - step) / max(rate, 1e-9)
+        # The ETA counts steady steps only: the first step compiles.
+        if steady is None:
+          steady = (time.time(), step)
+          eta = None
+        else:
+          steady_rate = (step - steady[1]) / max(time.time() - steady[0],
+                                                 1e-9)
+          eta = (total_steps - step) / max(steady_rate, 1e-9)
         logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step,
                      total_steps, scalars.get('train/loss', float('nan')),
-                     rate, _format_seconds(eta))
+                     rate, '...' if eta is None else _format_seconds(eta))
         sums = _MetricSums()
         interval_start, interval_steps = time.time(), 0
       if ckpt_now:
         ckpts.save(step, state, train_iter)
       if eval_now:
+        eval_started = time.time()
         run_eval(step)
         interval_start = time.time()  # eval time is not training time
+        if steady is not None:  # nor is it in the ETA's rate
+          steady = (steady[0] + time.time() - eval_started, steady[1])
       writer.flush()
       if stop_now:
         logging.warning('Preempted (SIGTERM) at step %d/%d: checkpoint '
