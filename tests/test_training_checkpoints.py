@@ -2,6 +2,7 @@
 random moments (SIGKILL) resumes bit for bit (scripts/kill_resume.py)."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -105,3 +106,62 @@ def test_newest_config_is_the_latest_resume_s(tmp_path):
     (tmp_path / name).write_text('{}')
   assert checkpoints.newest_config_path(str(tmp_path)) == str(
       tmp_path / 'config.12.json')
+
+
+def _largest_file(step_dir):
+  files = [os.path.join(d, n) for d, _, names in os.walk(step_dir)
+           for n in names]
+  return max(files, key=os.path.getsize)
+
+
+def _flip_a_bit(step_dir):
+  path = _largest_file(step_dir)
+  with open(path, 'r+b') as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)
+    f.seek(-1, 1)
+    f.write(bytes([byte[0] ^ 1]))
+
+
+def _truncate(step_dir):
+  path = _largest_file(step_dir)
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+
+
+def _delete_metadata_unverified(step_dir):
+  os.remove(os.path.join(step_dir, 'state', '_METADATA'))
+  os.remove(os.path.join(step_dir, checkpoints.CHECKSUMS))
+
+
+@pytest.mark.parametrize('damage, message', [
+    (_flip_a_bit, 'has changed since it was written'),
+    (_truncate, 'has changed since it was written'),
+    (_delete_metadata_unverified, 'cannot be read'),
+])
+def test_a_corrupt_checkpoint_is_moved_aside_and_training_falls_back(
+    finished_run, damage, message, tmp_path, caplog):
+  config, workdir = finished_run
+  want = _params(config, workdir)
+  run = tmp_path / 'run'
+  shutil.copytree(workdir, run)
+  assert os.path.exists(run / 'checkpoints' / '4' / checkpoints.CHECKSUMS)
+  damage(str(run / 'checkpoints' / '4'))
+  # eval.py --step=4: a one-line error naming the step and the problem.
+  with pytest.raises(checkpoints.CorruptCheckpoint) as error:
+    train_lib.restore(config, str(run), 4)
+  assert message in str(error.value) and '/checkpoints/4' in str(error.value)
+  assert '\n' not in str(error.value)
+  # Training moves it aside, kept, and redoes steps 3-4 from step 2: the
+  # same parameters as the undamaged run.
+  with caplog.at_level(logging.WARNING):
+    train_lib.train_and_evaluate(config, str(run))
+  said = [r.getMessage() for r in caplog.records
+          if 'falling back' in r.getMessage()]
+  assert len(said) == 1 and message in said[0]
+  assert said[0].endswith(f'Moved it to {run}/corrupt_checkpoints/4-0; '
+                          'falling back to the newest older checkpoint (2).')
+  assert os.listdir(run / 'corrupt_checkpoints') == ['4-0']
+  assert checkpoints.committed_steps(str(run)) == [2, 4]
+  for got, expected in zip(_params(config, str(run)), want):
+    np.testing.assert_array_equal(got, expected)

@@ -7,10 +7,22 @@ deletes temporary folders, so a checkpoint cut off mid-write is never loaded.
 A step folder without ``commit_success.txt`` (one cut off while Orbax deleted
 an old checkpoint, or copied in incomplete) is not listed either: restore only
 ever sees committed checkpoints, and a writer removes such folders.
+
+Each committed checkpoint also gets ``checksums.json``: the SHA-256 of every
+file in it, written right after the commit. Restoring verifies them; a
+checkpoint that fails (a flipped bit, a truncated or missing file) or that
+Orbax cannot read is a `CorruptCheckpoint`. A training run then moves it
+aside to ``<workdir>/corrupt_checkpoints/<step>-<n>/`` (kept for inspection,
+never deleted), says so in one line and falls back to the newest good one.
+A checkpoint without checksums.json (written before they existed, or cut
+off between the commit and the checksums) is restored unverified, with a
+warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -25,6 +37,60 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 COMMIT_FILE = 'commit_success.txt'
+CHECKSUMS = 'checksums.json'
+
+
+class CorruptCheckpoint(ValueError):
+  """A committed checkpoint that fails verification or cannot be read."""
+
+
+def file_checksums(step_dir: str) -> dict[str, str]:
+  """{path relative to ``step_dir``: SHA-256} of its files (CHECKSUMS aside)."""
+  out = {}
+  for root, _, names in os.walk(step_dir):
+    for name in names:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel == CHECKSUMS:
+        continue
+      digest = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+          digest.update(block)
+      out[rel] = digest.hexdigest()
+  return dict(sorted(out.items()))
+
+
+def verify(step_dir: str) -> bool:
+  """Checks ``step_dir`` against its checksums.json.
+
+  Returns:
+    True if verified, False if it has no checksums.json.
+
+  Raises:
+    CorruptCheckpoint: a file is missing, added or changed, in one line.
+  """
+  path = os.path.join(step_dir, CHECKSUMS)
+  if not os.path.exists(path):
+    return False
+  try:
+    with open(path) as f:
+      want = json.load(f)
+  except ValueError as e:
+    raise CorruptCheckpoint(f'checkpoint {step_dir}: {CHECKSUMS} is '
+                            f'unreadable ({e})') from e
+  got = file_checksums(step_dir)
+  for rel in sorted(set(want) | set(got)):
+    if rel not in got:
+      problem = 'is missing'
+    elif rel not in want:
+      problem = 'was not there when it was written'
+    elif got[rel] != want[rel]:
+      problem = 'has changed since it was written (checksum differs)'
+    else:
+      continue
+    raise CorruptCheckpoint(f'checkpoint {step_dir}: file {rel} {problem}')
+  return True
 
 
 def committed_steps(workdir: str) -> list[int]:
@@ -56,11 +122,17 @@ class Checkpoints:
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     if not read_only:
       self._remove_uncommitted()
+    self.read_only = read_only
+    self._max_to_keep = max_to_keep
+    self._open()
+
+  def _open(self) -> None:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        max_to_keep=self._max_to_keep, create=not self.read_only,
+        read_only=self.read_only, enable_async_checkpointing=False,
+        cleanup_tmp_directories=True)
     handlers = {'state': ocp.StandardCheckpointHandler()}
-    if not read_only:
+    if not self.read_only:
       handlers['data'] = grain.checkpoint.CheckpointHandler()
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_handlers=handlers)
@@ -97,6 +169,15 @@ class Checkpoints:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     self.manager.wait_until_finished()
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoints: saved {step}')
+    if jax.process_index() == 0:
+      step_dir = os.path.join(self.directory, str(step))
+      sums = file_checksums(step_dir)
+      tmp = os.path.join(step_dir, CHECKSUMS + '.tmp')
+      with open(tmp, 'w') as f:
+        json.dump(sums, f, indent=1)
+      os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
 
   def restore(self, step: int, abstract_state: Any, data_iterator=None) -> Any:
     """Restores ``step`` into the structure, shapes and shardings given.
@@ -111,17 +192,64 @@ class Checkpoints:
       raise ValueError(
           f'No committed checkpoint for step {step} in {self.directory}; '
           f'committed steps: {self.all_steps()}.')
-    self._check_shapes(step, abstract_state)
+    step_dir = os.path.join(self.directory, str(step))
+    if not verify(step_dir):
+      logging.warning('Checkpoint %s has no %s: restoring it unverified.',
+                      step_dir, CHECKSUMS)
+    try:
+      metadata = self.manager.item_metadata(step)['state']
+      metadata['params']  # pylint: disable=pointless-statement
+    except Exception as e:  # pylint: disable=broad-except
+      raise _unreadable(step_dir, e) from e
+    self._check_shapes(step, metadata, abstract_state)
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except
+      raise _unreadable(step_dir, e) from e
     return restored['state']
 
-  def _check_shapes(self, step, abstract_state):
+  def restore_newest_good(self, abstract_state: Any, data_iterator=None
+                          ) -> tuple[int | None, Any]:
+    """(step, state) of the newest checkpoint that verifies and reads.
+
+    A corrupt one is moved aside (see the module docstring) with a one-line
+    warning, and the next older one is tried; (None, None) when none is left.
+    """
+    while self.all_steps():
+      step = self.all_steps()[-1]
+      try:
+        return step, self.restore(step, abstract_state, data_iterator)
+      except CorruptCheckpoint as e:
+        moved = self._move_aside(step)
+        logging.warning('%s. Moved it to %s; falling back to the newest '
+                        'older checkpoint (%s).', e, moved,
+                        self.all_steps()[-1] if self.all_steps() else
+                        'none: training starts from step 0')
+    return None, None
+
+  def _move_aside(self, step: int) -> str:
+    """Moves checkpoint ``step`` out of the checkpoint folder, kept."""
+    aside = os.path.join(os.path.dirname(self.directory),
+                         'corrupt_checkpoints')
+    target, n = os.path.join(aside, f'{step}-0'), 0
+    while os.path.exists(target):
+      n += 1
+      target = os.path.join(aside, f'{step}-{n}')
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'checkpoints: {step} moved aside')
+    self.manager.close()
+    self._open()  # the manager lists steps once
+    return target
+
+  def _check_shapes(self, step, metadata, abstract_state):
     # The parameters say which config wrote a checkpoint; optimizer states
     # follow from them (and their metadata may spell containers differently).
-    metadata = self.manager.item_metadata(step)['state']
     stored = dict(_flatten(metadata['params']))
     wanted = dict(_flatten(abstract_state['params']))
     for path in sorted(set(stored) | set(wanted)):
@@ -149,3 +277,10 @@ def _flatten(tree):
       tree, is_leaf=lambda x: hasattr(x, 'shape') and not isinstance(x, dict))
   for path, leaf in leaves:
     yield jax.tree_util.keystr(path, simple=True, separator='/'), leaf
+
+
+def _unreadable(step_dir: str, error: Exception) -> CorruptCheckpoint:
+  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+  detail = lines[0][:300] if lines else ''
+  return CorruptCheckpoint(f'checkpoint {step_dir} cannot be read: '
+                           f'{type(error).__name__}: {detail}')

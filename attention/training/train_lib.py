@@ -349,15 +349,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   total_steps = int(config.num_train_steps)
   ckpts = checkpoints_lib.Checkpoints(workdir)
   train_iter = task.train_batches()
-  state = None
-  start = ckpts.latest_step()
+  had_checkpoints = bool(ckpts.all_steps())
+  start, state = ckpts.restore_newest_good(trainer.abstract_state(),
+                                           train_iter)
   if start is not None:
     logging.info('Resuming from checkpoint step %d in %s', start,
                  ckpts.directory)
-    state = ckpts.restore(start, trainer.abstract_state(), train_iter)
   else:
     start = 0
     state = trainer.init_state()
+    if had_checkpoints:  # each failed restore may have moved the iterator
+      train_iter = task.train_batches()
   writer = writers.MetricWriter(workdir)
   writer.truncate_after(start)
   num_params = sum(x.size for x in jax.tree.leaves(state['params']))
@@ -406,9 +408,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       raise FloatingPointError(
           f'The training loss is {mean(*metrics["loss"])} (gradient norm '
           f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
-          'stopping. No checkpoint of this state was written; the newest '
-          f'good one is step {ckpts.latest_step()}. Lower '
-          'config.optimizer.learning_rate or check the data.')
+          'stopping. No checkpoint of this state was written; '
+          f'{_newest(ckpts)}. Lower config.optimizer.learning_rate or check '
+          'the data.')
     sums.add(metrics)
 
   step = start
@@ -470,6 +472,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     ckpts.close()
   return last_eval
+
+
+def _newest(ckpts: checkpoints_lib.Checkpoints) -> str:
+  """The newest checkpoint, for the NaN message."""
+  step = ckpts.latest_step()
+  if step is None:
+    return 'there is no checkpoint yet'
+  return (f'the newest checkpoint is step {step} (verified against its '
+          'checksums when it is restored)')
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str,
