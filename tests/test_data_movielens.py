@@ -88,6 +88,18 @@ def test_parent_folder_and_folder_holding_the_zip(tmp_path):
   _check(movies.load_movies({'source': 'movielens', 'path': str(holder)}))
 
 
+def test_a_truncated_zip_says_so(tmp_path):
+  folder = _write_layout(str(tmp_path / 'ml-1m'), 'ml-1m')
+  path = _zip_folder(folder, tmp_path / 'ml-1m.zip')
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+  for given in (str(path), str(tmp_path)):  # the zip, or a folder holding it
+    with pytest.raises(ValueError, match=r'ml-1m.zip is not a valid .zip '
+                       r'archive \(truncated or corrupt\?\); download it '
+                       'again.'):
+      movies.load_movies({'source': 'movielens', 'path': given})
+
+
 def test_interactions_file_keeps_file_order(tmp_path):
   path = tmp_path / 'ml-1m.txt'
   lines = ['7 3', '7 1', '7 2', '8 5', '7 9', '8 1', '8 2', '8 3', '7 4',

@@ -105,6 +105,13 @@ def test_load_translation_tsv_with_cached_sentencepiece(tmp_path):
   assert mtimes == [os.path.getmtime(os.path.join(workdir, 'vocab', c))
                     for c in cached]
   assert again.src_vocab.model_proto == data.src_vocab.model_proto
+  # A cached model cut off by a kill is trained again, not a traceback.
+  src_model = os.path.join(workdir, 'vocab', cached[0])
+  with open(src_model, 'r+b') as f:
+    f.truncate(100)
+  third = translation.load_translation(config, workdir)
+  assert third.src_vocab.model_proto == data.src_vocab.model_proto
+  assert os.path.getsize(src_model) == len(data.src_vocab.model_proto)
   for split in (data.train, data.validation, data.test):
     for ids, text in zip(split.tgt, split.tgt_text):
       assert data.tgt_vocab.decode(ids) == text  # Detokenised exactly.

@@ -72,6 +72,8 @@ CASES = [
      "Unknown config.data.source 'tsv' for task 'movies'"),
     ('mha_translate', _set('data.num_bucket', 4),
      "Unknown config.data key(s) ['num_bucket'] for task 'translate'"),
+    ('mha_translate', _set('data.encoding', 'nope'),
+     "config.data.encoding='nope' is not a text encoding Python knows"),
     # Cross-key rules.
     ('mha_translate', _set('data.path', 'pairs.tsv'),
      "config.data.path='pairs.tsv' is read only by a file source, but "

@@ -146,12 +146,18 @@ def list_files(path: str, what: str) -> tuple[list[FileRef], bool]:
     for m in _dir_members(path):
       full = os.path.join(path, m)
       refs.append(FileRef(full))
-      if m.lower().endswith('.zip') and zipfile.is_zipfile(full):
+      if m.lower().endswith('.zip'):
         # A folder holding the official .zip (and, say, its README) works too.
+        if not zipfile.is_zipfile(full):
+          raise ValueError(f'{full} is not a valid .zip archive (truncated '
+                           'or corrupt?); download it again.')
         refs += [FileRef(full, z) for z in _zip_members(full)]
     return refs, True
   if zipfile.is_zipfile(path):
     return [FileRef(path, m) for m in _zip_members(path)], True
+  if path.lower().endswith('.zip'):
+    raise ValueError(f'{path} is not a valid .zip archive (truncated or '
+                     'corrupt?); download it again.')
   return [FileRef(path)], False
 
 

@@ -169,9 +169,18 @@ def train_sentencepiece(sentences: Sequence[str], vocab_size: int, *,
   if cache_dir:
     path = os.path.join(cache_dir, f'{name}-{digest.hexdigest()[:16]}.model')
     if os.path.exists(path):
-      logging.info('Reusing SentencePiece model %s', path)
       with open(path, 'rb') as f:
-        return SentencePieceVocab(f.read())
+        proto = f.read()
+      try:
+        vocab = SentencePieceVocab(proto)
+        logging.info('Reusing SentencePiece model %s', path)
+        return vocab
+      except Exception as e:  # pylint: disable=broad-except
+        # A cut-off or damaged cache file: train the model again over it.
+        logging.warning('The cached SentencePiece model %s cannot be read '
+                        '(%s: %s); training it again.', path,
+                        type(e).__name__, str(e).splitlines()[0][:200]
+                        if str(e) else '')
 
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
   model = io.BytesIO()

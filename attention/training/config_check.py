@@ -3,11 +3,11 @@
 `check(config)` raises a one-line ValueError naming the key, the value and
 what is allowed (with a did-you-mean for names), so that a mistake costs
 nothing: no data generated, no workdir locked, no checkpoint touched. The
-loop calls it first (train_lib.Trainer); the rules:
+loop calls it first (train_and_evaluate, Trainer); the rules:
 
   names     config.task, config.model.name and its keys, the model's choice
             fields (score, query, position, scorer), config.loss,
-            optimizer.schedule, config.data's keys and source
+            optimizer.schedule, config.data's keys, source and encoding
   ranges    sizes and steps positive; seeds, warm-up and counts >= 0; rates
             (dropout, label smoothing) in [0, 1); learning rate and gradient
             clip > 0; Adam betas in [0, 1); fractions in [0, 1]
@@ -18,6 +18,7 @@ loop calls it first (train_lib.Trainer); the rules:
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import importlib
@@ -82,6 +83,12 @@ def check(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
   if config.task == 'movies' and 'loss' in config:
     _choice('config.loss', config.loss, movies.LOSSES)
   data = data_config.validate(config.data, config.task)
+  try:
+    codecs.lookup(data.encoding)
+  except LookupError:
+    raise ValueError(f'config.data.encoding={data.encoding!r} is not a text '
+                     "encoding Python knows (e.g. 'utf-8', 'latin-1', "
+                     "'cp1252').") from None
   if data.path is not None and data.source not in _FILE_SOURCES[config.task]:
     raise ValueError(
         f'config.data.path={data.path!r} is read only by a file source, but '
