@@ -35,7 +35,7 @@ def main(argv):
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
   print(f'workdir: {workdir}', flush=True)
-  train_lib.quiet_library_logs()
+  cli.quiet_library_logs()
   try:
     if _SENTENCE.value:
       if _CONFIG.value.task != 'translate':

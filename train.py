@@ -57,7 +57,7 @@ def main(argv):
   config = _CONFIG.value
   workdir = _WORKDIR.value or train_lib.default_workdir(
       config_flags.get_config_filename(flags.FLAGS['config']))
-  train_lib.quiet_library_logs()
+  cli.quiet_library_logs()
   try:
     train_lib.initialize_distributed(
         _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,

@@ -214,7 +214,7 @@ def test_the_missing_tpu_library_note_is_dropped_and_real_errors_kept():
   def record(level, message):
     return logging.LogRecord('jax._src.xla_bridge', level, 'xla_bridge.py', 1,
                              message, None, None)
-  quiet = train_lib._QuietLibraries()  # pylint: disable=protected-access
+  quiet = cli._QuietLibraries()  # pylint: disable=protected-access
   missing = ("Unable to initialize backend 'tpu': INTERNAL: Failed to open "
              'libtpu.so: libtpu.so: cannot open shared object file: No such '
              'file or directory')

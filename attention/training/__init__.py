@@ -2,8 +2,10 @@
 
   train_lib.py    train_and_evaluate (train.py) and evaluate_checkpoint
                   (eval.py): the mesh, the jitted steps, the summing loop
-  config_check.py the whole config checked in one pass, before any data
-  cli.py          flag parsing of train.py and eval.py: mistakes in one line
+  config_check.py the whole config checked in one pass, before any data;
+                  a resumed run's config against the one it started with
+  cli.py          what train.py and eval.py say: flags (mistakes in one
+                  line), quiet library logs, what to run next
   checkpoints.py  Orbax checkpoints of the train state and the data iterator
   distributed.py  multi-process start-up, the workdir lock, SIGTERM
   writers.py      metrics.jsonl and TensorBoard events

@@ -268,6 +268,14 @@ class Checkpoints:
             'in the model. Was it written by another config? Use a fresh '
             '--workdir or the config that wrote it.')
 
+  def describe_newest(self) -> str:
+    """The newest checkpoint, in words (for the NaN message)."""
+    step = self.latest_step()
+    if step is None:
+      return 'there is no checkpoint yet'
+    return (f'the newest checkpoint is step {step} (verified against its '
+            'checksums when it is restored)')
+
   def close(self):
     self.manager.close()
 

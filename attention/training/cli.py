@@ -1,4 +1,4 @@
-"""Flag parsing for the entry points (train.py, eval.py).
+"""What the entry points (train.py, eval.py) say: flags, logs, next steps.
 
 ``app.run(main, flags_parser=cli.parse_flags)``: every flag mistake is one
 line (absl's "FATAL Flags parsing error: ...") and exit status 1, before
@@ -8,6 +8,7 @@ main runs and before anything is written.
 from __future__ import annotations
 
 import importlib.util
+import logging as py_logging
 import os
 import re
 import sys
@@ -102,3 +103,26 @@ def after_evaluation(workdir: str, step: int) -> str:
     lines.append('Translations: ' + ', '.join(
         os.path.join(workdir, n) for n in tables))
   return '\n'.join(lines)
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops Orbax's per-save info and warnings (errors still show), and JAX's
+  note that it found no TPU library on a machine without one (a TPU that
+  fails to start still shows)."""
+
+  def filter(self, record):
+    if record.levelno >= py_logging.ERROR:
+      return True
+    if f'{os.sep}orbax{os.sep}' in record.pathname:
+      return False
+    message = record.getMessage()
+    return not ("Unable to initialize backend 'tpu'" in message
+                and 'libtpu.so: cannot open shared object file' in message)
+
+
+def quiet_library_logs() -> None:
+  """Installs _QuietLibraries (before the first JAX device call)."""
+  for name in ('absl', 'jax._src.xla_bridge'):
+    logger = py_logging.getLogger(name)
+    if not any(isinstance(f, _QuietLibraries) for f in logger.filters):
+      logger.addFilter(_QuietLibraries())

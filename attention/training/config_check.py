@@ -22,15 +22,20 @@ import codecs
 import dataclasses
 import difflib
 import importlib
+import json
+import os
 import sys
 from typing import Any
 
+from absl import logging
+import jax
 import ml_collections
 
 from attention import models
 from attention import tasks
 from attention.data import config as data_config
 from attention.tasks import movies
+from attention.training import checkpoints
 
 REQUIRED = ('task', 'model', 'data', 'seed', 'batch_size', 'num_train_steps',
             'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps',
@@ -228,3 +233,44 @@ def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
       out.update(_flatten(value, f'{prefix}{key}.'))
     return out
   return {prefix.rstrip('.'): tree}
+
+
+def check_resume(config: ml_collections.ConfigDict, workdir: str,
+                 allow_change: bool) -> None:
+  """Checks a resumed run's config against the stored one; records it.
+
+  Keys outside RESUMABLE may change only with ``allow_change``; the first
+  start writes config.json, a resume with a changed config
+  config.<step>.json beside it (never overwriting).
+  """
+  new = json.loads(config.to_json_best_effort())
+  steps = checkpoints.committed_steps(workdir)
+  stored_path = checkpoints.newest_config_path(workdir)
+  path = os.path.join(workdir, 'config.json')
+  if steps and stored_path is not None:
+    start = steps[-1]
+    with open(stored_path) as f:
+      experiment, harmless = config_changes(json.load(f), new)
+    if int(config.num_train_steps) < start:
+      raise ValueError(
+          f'config.num_train_steps={config.num_train_steps} is below the '
+          f'newest checkpoint (step {start}) in {workdir}: there is nothing '
+          'to train. Raise it, or score the checkpoint with eval.py.')
+    if experiment and not allow_change:
+      raise ValueError(
+          f'{workdir} holds a run of another config (checkpoint step '
+          f'{start}): {"; ".join(experiment)}. Train in a fresh --workdir, or '
+          'pass --allow_config_change to continue this run with the new '
+          f'values (recorded in config.{start}.json).')
+    if not (experiment or harmless):
+      return
+    logging.warning('Resuming at step %d with a changed config (%s): %s',
+                    start, 'experiment changed' if experiment else
+                    'the experiment is the same', '; '.join(experiment +
+                                                            harmless))
+    path = os.path.join(workdir, f'config.{start}.json')
+  if jax.process_index() == 0:
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)

@@ -27,8 +27,6 @@ import os
 import time
 from typing import Any
 
-import logging as py_logging
-
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -42,33 +40,11 @@ import optax
 
 from attention import tasks
 from attention.training import checkpoints as checkpoints_lib
+from attention.training import cli
 from attention.training import config_check
 from attention.training import distributed
 from attention.training import writers
 
-
-
-class _QuietLibraries(py_logging.Filter):
-  """Drops Orbax's per-save info and warnings (errors still show), and JAX's
-  note that it found no TPU library on a machine without one (a TPU that
-  fails to start still shows)."""
-
-  def filter(self, record):
-    if record.levelno >= py_logging.ERROR:
-      return True
-    if f'{os.sep}orbax{os.sep}' in record.pathname:
-      return False
-    message = record.getMessage()
-    return not ("Unable to initialize backend 'tpu'" in message
-                and 'libtpu.so: cannot open shared object file' in message)
-
-
-def quiet_library_logs() -> None:
-  """Installs _QuietLibraries (before the first JAX device call)."""
-  for name in ('absl', 'jax._src.xla_bridge'):
-    logger = py_logging.getLogger(name)
-    if not any(isinstance(f, _QuietLibraries) for f in logger.filters):
-      logger.addFilter(_QuietLibraries())
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -149,7 +125,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     config_check.check(config, jax.device_count())
-    quiet_library_logs()
+    cli.quiet_library_logs()
     self.config = config
     self.workdir = workdir
     self.mesh = make_mesh()
@@ -296,49 +272,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     The last evaluation's scalars (validation metrics).
   """
-  quiet_library_logs()
+  cli.quiet_library_logs()
   config_check.check(config, jax.device_count())  # before the workdir exists
   workdir = check_workdir(workdir)
   with distributed.WorkdirLock(workdir), \
       distributed.PreemptionWatcher() as preemption:
-    _record_config(config, workdir, allow_config_change)
+    config_check.check_resume(config, workdir, allow_config_change)
     return _train(config, workdir, preemption)
-
-
-def _record_config(config: ml_collections.ConfigDict, workdir: str,
-                   allow_change: bool) -> None:
-  """Checks a resumed run's config against the stored one; records it."""
-  new = json.loads(config.to_json_best_effort())
-  steps = checkpoints_lib.committed_steps(workdir)
-  stored_path = checkpoints_lib.newest_config_path(workdir)
-  path = os.path.join(workdir, 'config.json')
-  if steps and stored_path is not None:
-    start = steps[-1]
-    with open(stored_path) as f:
-      experiment, harmless = config_check.config_changes(json.load(f), new)
-    if int(config.num_train_steps) < start:
-      raise ValueError(
-          f'config.num_train_steps={config.num_train_steps} is below the '
-          f'newest checkpoint (step {start}) in {workdir}: there is nothing '
-          'to train. Raise it, or score the checkpoint with eval.py.')
-    if experiment and not allow_change:
-      raise ValueError(
-          f'{workdir} holds a run of another config (checkpoint step '
-          f'{start}): {"; ".join(experiment)}. Train in a fresh --workdir, or '
-          'pass --allow_config_change to continue this run with the new '
-          f'values (recorded in config.{start}.json).')
-    if not (experiment or harmless):
-      return
-    logging.warning('Resuming at step %d with a changed config (%s): %s',
-                    start, 'experiment changed' if experiment else
-                    'the experiment is the same', '; '.join(experiment +
-                                                            harmless))
-    path = os.path.join(workdir, f'config.{start}.json')
-  if jax.process_index() == 0:
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str,
@@ -409,7 +349,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
           f'The training loss is {mean(*metrics["loss"])} (gradient norm '
           f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
           'stopping. No checkpoint of this state was written; '
-          f'{_newest(ckpts)}. Lower config.optimizer.learning_rate or check '
+          f'{ckpts.describe_newest()}. Lower config.optimizer.learning_rate or check '
           'the data.')
     sums.add(metrics)
 
@@ -472,15 +412,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     ckpts.close()
   return last_eval
-
-
-def _newest(ckpts: checkpoints_lib.Checkpoints) -> str:
-  """The newest checkpoint, for the NaN message."""
-  step = ckpts.latest_step()
-  if step is None:
-    return 'there is no checkpoint yet'
-  return (f'the newest checkpoint is step {step} (verified against its '
-          'checksums when it is restored)')
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str,
