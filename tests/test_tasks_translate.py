@@ -76,6 +76,18 @@ def test_eval_translates_given_sentences_and_plots_them(mha_run):
   assert {'example0_layer0.png', 'example1_layer0.npy'} <= set(plots)
 
 
+def test_translating_sentences_generates_no_toy_data(mha_run):
+  """The toy vocabularies are the lexicon: eval.py --sentence (restore, then
+  translate) never generates the corpus."""
+  config, workdir, _ = mha_run
+  task, params, step = train_lib.restore(config, workdir)
+  out = task.translate(params, step, ['the cat walks'])
+  assert len(out) == 1 and 'data' not in vars(task)  # never loaded
+  # The same vocabularies the generated data is encoded with.
+  assert task.src_vocab.words == task.data.src_vocab.words
+  assert task.tgt_vocab.words == task.data.tgt_vocab.words
+
+
 def test_sentences_need_a_translation_config(mha_run):
   _, workdir, _ = mha_run
   out = subprocess.run(

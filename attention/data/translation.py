@@ -156,14 +156,20 @@ def _encode(vocab, texts: Sequence[str]) -> list[np.ndarray]:
   return [np.asarray(x, np.int32) for x in ids]
 
 
+def toy_vocabularies() -> tuple[tokenizers.WordVocab, tokenizers.WordVocab]:
+  """(source, target) vocabularies of the toy task: its whole lexicon, so
+  they need no generated pairs."""
+  return (tokenizers.WordVocab(toy_lexicon.source_words()),
+          tokenizers.WordVocab(toy_lexicon.target_words()))
+
+
 def _toy(c) -> TranslationData:
   splits = toy_translation.generate_splits(
       seed=int(c.seed), num_train=int(c.num_train),
       num_validation=int(c.num_validation), num_test=int(c.num_test),
       min_len=int(c.min_len), max_train_len=int(c.max_train_len),
       max_test_len=int(c.max_test_len))
-  src_vocab = tokenizers.WordVocab(toy_lexicon.source_words())
-  tgt_vocab = tokenizers.WordVocab(toy_lexicon.target_words())
+  src_vocab, tgt_vocab = toy_vocabularies()
   out = {}
   for name, pairs in splits.items():
     out[name] = TranslationSplit(

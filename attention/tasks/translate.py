@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from attention import models
+from attention.data import config as data_config
 from attention.data import pipeline
 from attention.data import tokenizers
 from attention.data import translation
@@ -56,12 +57,26 @@ class Task:
   def __init__(self, config, workdir: str):
     self.config = config
     self.workdir = workdir
-    self.data = translation.load_translation(config.data, workdir)
-    self.has_gold = self.data.train.alignments is not None
+    # The toy vocabularies are the lexicon: translating a few sentences
+    # (eval.py --sentence) then never generates the 200,000 pairs.
+    if data_config.validate(config.data, 'translate').source == 'toy':
+      self.src_vocab, self.tgt_vocab = translation.toy_vocabularies()
+    else:
+      self.src_vocab, self.tgt_vocab = self.data.src_vocab, self.data.tgt_vocab
     self.model = models.build(
-        config.model, src_vocab_size=self.data.src_vocab.size,
-        tgt_vocab_size=self.data.tgt_vocab.size, pad_id=tokenizers.PAD_ID)
+        config.model, src_vocab_size=self.src_vocab.size,
+        tgt_vocab_size=self.tgt_vocab.size, pad_id=tokenizers.PAD_ID)
     self.eval_config = config.eval
+
+  @functools.cached_property
+  def data(self) -> translation.TranslationData:
+    """The splits, read (or generated) when first needed."""
+    return translation.load_translation(self.config.data, self.workdir)
+
+  @property
+  def has_gold(self) -> bool:
+    """Whether the data has gold alignments (the toy task)."""
+    return self.data.train.alignments is not None
 
   # --- training ---------------------------------------------------------
 
@@ -171,8 +186,8 @@ class Task:
     os.makedirs(directory, exist_ok=True)
     for r, i in enumerate(rows):
       src_len, tgt_len = len(split.src[i]) + 1, len(tgt_ids[r]) + 1
-      src_tokens = self.data.src_vocab.tokens(batch['src'][r, :src_len])
-      tgt_tokens = self.data.tgt_vocab.tokens(tgt_out[r, :tgt_len])
+      src_tokens = self.src_vocab.tokens(batch['src'][r, :src_len])
+      tgt_tokens = self.tgt_vocab.tokens(tgt_out[r, :tgt_len])
       src_tokens = _with_eos(src_tokens, src_len)
       tgt_tokens = _with_eos(tgt_tokens, tgt_len)
       for name, weights in candidates.items():
@@ -230,7 +245,7 @@ class Task:
     decoded = {}
     for prefix, name in (('', 'greedy'), ('beam/', 'beam')):
       ids = decoded[name] = [predictions[name][i] for i in range(len(split))]
-      hyps = [self.data.tgt_vocab.decode(t) for t in ids]
+      hyps = [self.tgt_vocab.decode(t) for t in ids]
       results[prefix + 'bleu'] = metrics_lib.bleu(hyps, references)
       results[prefix + 'chrf'] = metrics_lib.chrf(hyps, references)
       results[prefix + 'exact_match'] = metrics_lib.exact_match(hyps,
@@ -263,7 +278,7 @@ class Task:
     ``<workdir>/alignments/sentences_step_<step>/`` (process 0; nothing for a
     model without attention).
     """
-    src_ids = [np.asarray(self.data.src_vocab.encode(s), np.int32)
+    src_ids = [np.asarray(self.src_vocab.encode(s), np.int32)
                for s in sentences]
     split = translation.TranslationSplit(
         src=src_ids, tgt=[np.zeros(0, np.int32)] * len(src_ids),
@@ -275,7 +290,7 @@ class Task:
     self._plot_alignments(params, split, rows, [_strip(t) for t in tokens],
                           os.path.join(self.workdir, 'alignments',
                                        f'sentences_step_{step}'))
-    return [self.data.tgt_vocab.decode(t) for t in tokens]
+    return [self.tgt_vocab.decode(t) for t in tokens]
 
   def alignment_misses(self, params, name: str | None = None
                        ) -> dict[str, Any]:
