@@ -8,6 +8,7 @@ Three ways in, none of which downloads:
 * an unprepared catalog dataset, which must fail at once with instructions.
 """
 
+import tempfile
 import time
 
 import numpy as np
@@ -147,3 +148,21 @@ def test_unknown_tfds_name():
     movies.load_movies({'source': 'tfds', 'name': 'no_such_dataset_xyz'})
   with pytest.raises(ValueError, match='config.data.name must name'):
     movies.load_movies({'source': 'tfds'})
+
+
+def test_no_temporary_folders_are_left_behind(tmp_path, monkeypatch):
+  """TFDS makes a tempfile.mkdtemp('tfds') folder per dataset opened and
+  never removes it; the readers give it a scratch folder that goes away."""
+  scratch = tmp_path / 'tmp'
+  scratch.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+  with tfds.testing.mock_data(num_examples=5,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    translation.load_translation(
+        {'source': 'tfds', 'name': 'ted_hrlr_translate/pt_to_en',
+         'vocab_size': 60}, str(tmp_path / 'work'))
+  with pytest.raises(FileNotFoundError):
+    translation.load_translation(
+        {'source': 'tfds', 'name': 'ted_hrlr_translate/pt_to_en',
+         'tfds_data_dir': str(tmp_path / 'none')})
+  assert not list(scratch.iterdir())

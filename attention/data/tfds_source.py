@@ -16,8 +16,12 @@ unprepared dataset fails at once with these instructions.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import logging
+import shutil
+import tempfile
 from typing import Any, Sequence
 
 # Modules that register the builders this project reads. TFDS imports its
@@ -30,6 +34,25 @@ RATINGS_EXAMPLES = ('movielens/100k-ratings', 'movielens/1m-ratings',
                     'movielens/20m-ratings', 'movielens/25m-ratings',
                     'movielens/latest-small-ratings')
 _READ_CHUNK = 4096
+
+
+def _own_scratch(fn):
+  """Runs ``fn`` with a private temporary folder, removed afterwards.
+
+  TFDS's DatasetInfo makes a ``tempfile.mkdtemp('tfds')`` folder for
+  metadata and never removes it: one empty ``/tmp/tmp…tfds`` per dataset
+  opened. Here they land in a scratch folder of our own that goes away.
+  """
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with contextlib.ExitStack() as stack:
+      scratch = tempfile.mkdtemp(prefix='attention-tfds-')
+      stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+      saved = tempfile.tempdir
+      tempfile.tempdir = scratch
+      stack.callback(setattr, tempfile, 'tempdir', saved)
+      return fn(*args, **kwargs)
+  return wrapped
 
 
 def _tfds():
@@ -58,6 +81,7 @@ def _prepare_hint(name: str, data_dir: str | None) -> str:
       f'here if you prepared it elsewhere).')
 
 
+@_own_scratch
 def builder(name: str, data_dir: str | None = None):
   """The TFDS builder for `name`, with a clear error for an unknown name."""
   if not name:
@@ -74,6 +98,7 @@ def builder(name: str, data_dir: str | None = None):
         f'{list(RATINGS_EXAMPLES)}. ({str(e).splitlines()[0]})') from None
 
 
+@_own_scratch
 def open_split(name: str, split: str, data_dir: str | None = None):
   """A random-access source (len, getitem) over one split; never downloads.
 
@@ -108,6 +133,7 @@ def open_split(name: str, split: str, data_dir: str | None = None):
         f'{_prepare_hint(name, data_dir)}') from None
 
 
+@_own_scratch
 def split_names(name: str, data_dir: str | None = None) -> list[str] | None:
   """The dataset's split names, or None when TFDS does not know them."""
   try:
@@ -143,6 +169,7 @@ def as_text(value) -> str:
   return str(value)
 
 
+@_own_scratch
 def supervised_keys(name: str, data_dir: str | None = None
                     ) -> tuple[str, str] | None:
   """(source key, target key) of a translation dataset, if TFDS says."""
@@ -152,6 +179,7 @@ def supervised_keys(name: str, data_dir: str | None = None
   return None
 
 
+@_own_scratch
 def read_translation(name: str, split: str, *, data_dir: str | None,
                      src_key: str, tgt_key: str,
                      limit: int | None = None) -> tuple[list[str], list[str]]:
@@ -165,6 +193,7 @@ def read_translation(name: str, split: str, *, data_dir: str | None,
           [as_text(e[tgt_key]) for e in examples])
 
 
+@_own_scratch
 def read_ratings(name: str, *, data_dir: str | None = None, split: str = 'train'
                  ) -> Sequence[tuple[str, str, float, str | None, float]]:
   """(user, item, timestamp, title, rating) rows of a ratings dataset."""
