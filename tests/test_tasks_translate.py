@@ -2,7 +2,9 @@
 results, alignment plots, translating given sentences, the AER breakdown."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -86,6 +88,22 @@ def test_translating_sentences_generates_no_toy_data(mha_run):
   # The same vocabularies the generated data is encoded with.
   assert task.src_vocab.words == task.data.src_vocab.words
   assert task.tgt_vocab.words == task.data.tgt_vocab.words
+
+
+def test_decoding_logs_progress_with_an_eta(mha_run, monkeypatch, caplog):
+  config, workdir, _ = mha_run
+  monkeypatch.setattr(train_lib, 'PROGRESS_EVERY_S', 0)
+  trainer = train_lib.Trainer(config, workdir)
+  params = trainer.init_state()['params']
+  total = trainer.task.num_examples('test')
+  with caplog.at_level(logging.INFO):
+    out = trainer.predictions(params, 'test')
+  assert all(len(rows) == total for rows in out.values())
+  lines = [r.getMessage() for r in caplog.records
+           if r.getMessage().startswith('greedy on test: ')]
+  assert lines and all(re.fullmatch(
+      rf'greedy on test: \d+/{total} examples in \d+:\d\d:\d\d, ETA '
+      r'(\d+:\d\d:\d\d|\.\.\.)', line) for line in lines)
 
 
 def test_sentences_need_a_translation_config(mha_run):

@@ -15,6 +15,8 @@ workdir)`` loads the data and builds the model, and provides:
   loss_fn(params, batch, rng, train) -> (loss, metrics)
   eval_batches(split)     host batches of 'validation' or 'test', every example
                           once; padding rows have ``example == -1``
+  num_examples(split)     how many examples eval_batches(split) holds
+                          (for progress and ETA lines)
   eval_step(params, batch) -> metrics
   summarize(split, means) -> {name: value}
                           the metrics to log (validation) or report (test),

@@ -224,6 +224,9 @@ class Task:
           strategy=strategy, seed=int(self.eval_config.negatives_seed))
     return self._negatives[key]
 
+  def num_examples(self, split: str) -> int:
+    return len(self.split(split))
+
   def eval_batches(self, split: str):
     """Host batches of ``split`` with 'seen' and the sampled negatives."""
     examples = self.split(split)

@@ -104,6 +104,9 @@ class Task:
       raise ValueError(f'Unknown split {name!r}; valid: {sorted(splits)}.')
     return splits[name]
 
+  def num_examples(self, split: str) -> int:
+    return len(self.split(split))
+
   def eval_batches(self, split: str):
     return pipeline.eval_iterator(self.split(split), self.config)
 

@@ -47,6 +47,9 @@ from attention.training import writers
 
 
 
+PROGRESS_EVERY_S = 10  # eval.py's decoding logs its progress this often
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None, *,
@@ -214,12 +217,18 @@ class Trainer:
     out = {}
     for name, fn in self.task.predictors().items():
       step, rows = self._jit(fn), {}
+      total = self.task.num_examples(split)
       started = shown = time.time()
+      steady = None  # (time, examples) after the first batch, which compiles
       for host_batch in self.task.eval_batches(split):
-        if time.time() - shown > 10:  # progress on every wait over 10 s
+        if steady is not None and time.time() - shown > PROGRESS_EVERY_S:
           shown = time.time()
-          logging.info('%s on %s: %d examples decoded in %s', name, split,
-                       len(rows), _format_seconds(shown - started))
+          rate = (len(rows) - steady[1]) / max(shown - steady[0], 1e-9)
+          eta = (_format_seconds((total - len(rows)) / rate) if rate > 0
+                 else '...')
+          logging.info('%s on %s: %d/%d examples in %s, ETA %s', name,
+                       split, len(rows), total,
+                       _format_seconds(shown - started), eta)
         batch = self.to_device(host_batch)
         values = multihost_utils.process_allgather(step(params, batch),
                                                    tiled=True)
@@ -228,6 +237,8 @@ class Trainer:
         for value, example in zip(np.asarray(values), np.asarray(examples)):
           if example >= 0:
             rows[int(example)] = value
+        if steady is None:
+          steady = (time.time(), len(rows))
       out[name] = rows
     return out
 
