@@ -219,16 +219,14 @@ class Trainer:
       step, rows = self._jit(fn), {}
       total = self.task.num_examples(split)
       started = shown = time.time()
-      steady = None  # (time, examples) after the first batch, which compiles
+      steady = _SteadyRate()  # marked after the first batch, which compiles
       for host_batch in self.task.eval_batches(split):
-        if steady is not None and time.time() - shown > PROGRESS_EVERY_S:
+        if steady.start is not None and time.time() - shown > PROGRESS_EVERY_S:
           shown = time.time()
-          rate = (len(rows) - steady[1]) / max(shown - steady[0], 1e-9)
-          eta = (_format_seconds((total - len(rows)) / rate) if rate > 0
-                 else '...')
           logging.info('%s on %s: %d/%d examples in %s, ETA %s', name,
                        split, len(rows), total,
-                       _format_seconds(shown - started), eta)
+                       _format_seconds(shown - started),
+                       steady.eta(len(rows), total))
         batch = self.to_device(host_batch)
         values = multihost_utils.process_allgather(step(params, batch),
                                                    tiled=True)
@@ -237,8 +235,7 @@ class Trainer:
         for value, example in zip(np.asarray(values), np.asarray(examples)):
           if example >= 0:
             rows[int(example)] = value
-        if steady is None:
-          steady = (time.time(), len(rows))
+        steady.mark(len(rows))
       out[name] = rows
     return out
 
@@ -248,6 +245,29 @@ class Trainer:
     images = self.task.plots(params, split, os.path.join(
         self.workdir, 'alignments', f'step_{step}'))
     return scalars, images
+
+
+class _SteadyRate:
+  """An ETA from the work done since a first mark (the work before it
+  compiled), with pauses (evaluations) left out."""
+
+  def __init__(self):
+    self.start = None  # (time, units done) at the mark
+
+  def mark(self, done: int) -> None:
+    if self.start is None:
+      self.start = (time.time(), done)
+
+  def pause(self, seconds: float) -> None:
+    if self.start is not None:
+      self.start = (self.start[0] + seconds, self.start[1])
+
+  def eta(self, done: int, total: int) -> str:
+    """'h:mm:ss' to do ``total``, or '...' before any steady work."""
+    if self.start is None or done <= self.start[1]:
+      return '...'
+    rate = (done - self.start[1]) / max(time.time() - self.start[0], 1e-9)
+    return _format_seconds((total - done) / rate)
 
 
 class _MetricSums:
@@ -350,7 +370,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   pending = None  # (step, device metrics), fetched one step late
   interval_start, interval_steps = time.time(), 0
   run_start = time.time()
-  steady = None  # (time, step) of the first log: where the ETA starts
+  steady = _SteadyRate()  # marked at the first log: the first step compiles
 
   def fetch(pending_step, device_metrics):
     metrics = jax.device_get(device_metrics)
@@ -360,8 +380,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
           f'The training loss is {mean(*metrics["loss"])} (gradient norm '
           f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
           'stopping. No checkpoint of this state was written; '
-          f'{ckpts.describe_newest()}. Lower config.optimizer.learning_rate or check '
-          'the data.')
+          f'{ckpts.describe_newest()}. Lower '
+          'config.optimizer.learning_rate or check the data.')
     sums.add(metrics)
 
   step = start
@@ -392,17 +412,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         scalars['train/steps_per_second'] = rate
         scalars['train/elapsed_seconds'] = time.time() - run_start
         writer.write_scalars(step, scalars)
-        # The ETA counts steady steps only: the first step compiles.
-        if steady is None:
-          steady = (time.time(), step)
-          eta = None
-        else:
-          steady_rate = (step - steady[1]) / max(time.time() - steady[0],
-                                                 1e-9)
-          eta = (total_steps - step) / max(steady_rate, 1e-9)
+        eta = steady.eta(step, total_steps)
+        steady.mark(step)
         logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step,
                      total_steps, scalars.get('train/loss', float('nan')),
-                     rate, '...' if eta is None else _format_seconds(eta))
+                     rate, eta)
         sums = _MetricSums()
         interval_start, interval_steps = time.time(), 0
       if ckpt_now:
@@ -411,8 +425,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         eval_started = time.time()
         run_eval(step)
         interval_start = time.time()  # eval time is not training time
-        if steady is not None:  # nor is it in the ETA's rate
-          steady = (steady[0] + time.time() - eval_started, steady[1])
+        steady.pause(time.time() - eval_started)  # nor in the ETA's rate
       writer.flush()
       if stop_now:
         logging.warning('Preempted (SIGTERM) at step %d/%d: checkpoint '
