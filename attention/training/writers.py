@@ -32,11 +32,8 @@ class MetricWriter:
       return
     with open(self.path) as f:
       lines = [line for line in f if line.strip()]
-    rows = [_parse(line) for line in lines]
-    # A line cut off by a kill mid-write does not parse: dropped.
-    kept = [line for line, row in zip(lines, rows)
-            if row is not None and line.endswith('\n')
-            and row.get('step', 0) <= step]
+    kept = [line for line in lines
+            if (row := _parse(line)) is not None and row.get('step', 0) <= step]
     if len(kept) != len(lines):
       tmp = self.path + '.tmp'
       with open(tmp, 'w') as f:
@@ -50,7 +47,7 @@ class MetricWriter:
       return False
     with open(self.path) as f:
       for line in f:
-        row = _parse(line) if line.endswith('\n') else None
+        row = _parse(line)
         if row and row.get('step') == step and any(
             k.startswith(prefix) for k in row):
           return True
@@ -100,6 +97,10 @@ def _to_json_number(value):
 
 
 def _parse(line: str) -> dict[str, Any] | None:
+  """A metrics.jsonl row, or None for a line a kill cut off mid-write (no
+  line break, or not JSON)."""
+  if not line.endswith('\n'):
+    return None
   try:
     row = json.loads(line)
   except ValueError:
