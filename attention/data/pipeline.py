@@ -317,7 +317,8 @@ def train_iterator(source: BatchSource, config: Any, *,
   forever, drops the remainder of each bucket.
   """
   return _iterator(
-      source, config, int(config.batch_size), seed=int(config.seed),
+      source, data_config.batching(config.data), int(config.batch_size),
+      seed=int(config.seed),
       shuffle=True, num_epochs=None, drop_remainder=True,
       process_index=process_index, process_count=process_count,
       local_device_count=local_device_count)
@@ -333,16 +334,16 @@ def eval_iterator(source: BatchSource, config: Any, *,
   Reads config.data.eval_batch_size (default config.batch_size) and the same
   bucketing keys as `train_iterator`. Rows with ``example == -1`` are padding.
   """
-  batch_size = data_config.batching(config.data).eval_batch_size
+  data = data_config.batching(config.data)
   return _iterator(
-      source, config, int(batch_size or config.batch_size), seed=0,
+      source, data, int(data.eval_batch_size or config.batch_size), seed=0,
       shuffle=False, num_epochs=1, drop_remainder=False,
       process_index=process_index, process_count=process_count,
       local_device_count=local_device_count)
 
 
-def _iterator(source, config, global_batch_size, **kwargs):
-  data = data_config.batching(config.data)
+def _iterator(source, data, global_batch_size, **kwargs):
+  """batch_iterator with the batching keys ``data`` (filled) holds."""
   return batch_iterator(
       source, global_batch_size, bucketing=bool(data.bucketing),
       num_buckets=int(data.num_buckets), pad_multiple=int(data.pad_multiple),
