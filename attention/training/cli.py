@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 from absl import flags
-import ml_collections
+
+from attention.training import sweep
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -55,6 +56,9 @@ def _unknown_config_key(argv: list[str]) -> str | None:
   """What is wrong with the first --config.<key> that is not in the config."""
   if not _config_file(argv):
     return None
+  # The file's own get_config, not sweep.load_config: ml_collections' config
+  # flag reads the --config.<key> overrides from sys.argv too, and one of
+  # them is what failed.
   path, _, arg = _config_file(argv).partition(':')
   spec = importlib.util.spec_from_file_location('_config_file', path)
   if spec is None or not os.path.isfile(path):
@@ -66,17 +70,11 @@ def _unknown_config_key(argv: list[str]) -> str | None:
   except Exception:  # pylint: disable=broad-except
     return None  # the file itself is wrong: flags reports that
   for flag in argv:
-    if not flag.startswith('--config.'):
-      continue
-    key = flag[len('--config.'):].partition('=')[0]
-    node, where = config, 'config'
-    for part in key.split('.'):
-      if not isinstance(node, ml_collections.ConfigDict):
-        return f'--config.{key}: {where} is a value, not a group of keys.'
-      if part not in node:
-        return (f'--config.{key}: {where} has no key {part!r}; valid keys: '
-                f'{", ".join(sorted(node.keys()))}.')
-      node, where = node[part], f'{where}.{part}'
+    if flag.startswith('--config.'):
+      key = flag[len('--config.'):].partition('=')[0]
+      problem = sweep.unknown_key(config, key)
+      if problem:
+        return f'--config.{key}: {problem}.'
   return None
 
 

@@ -48,20 +48,32 @@ def apply_overrides(config: ml_collections.ConfigDict,
   """
   config = copy.deepcopy(config)
   for dotted, value in overrides.items():
-    node = config
+    problem = unknown_key(config, dotted)
+    if problem:
+      raise ValueError(f'Sweep override {dotted!r}: {problem}.')
     *parents, leaf = dotted.split('.')
-    for i, part in enumerate(parents):
-      if part not in node:
-        raise ValueError(f'Sweep override {dotted!r}: no key '
-                         f'{".".join(parents[:i + 1])!r}; valid keys there: '
-                         f'{sorted(node.keys())}.')
+    node = config
+    for part in parents:
       node = node[part]
-    if leaf not in node:
-      raise ValueError(f'Sweep override {dotted!r}: no key {leaf!r} in '
-                       f'config.{".".join(parents) or ""}; valid keys: '
-                       f'{sorted(node.keys())}.')
     node[leaf] = value
   return config
+
+
+def unknown_key(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """What is wrong with ``config.<dotted>`` as a key; None if it exists.
+
+  Names the first part that is not there and lists the valid keys at that
+  point (also used for train.py's --config.<key> flags).
+  """
+  node, where = config, 'config'
+  for part in dotted.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f'{where} is a value, not a group of keys'
+    if part not in node:
+      return (f'{where} has no key {part!r}; valid keys: '
+              f'{", ".join(sorted(node.keys()))}')
+    node, where = node[part], f'{where}.{part}'
+  return None
 
 
 def point_name(index: int, overrides: dict[str, Any]) -> str:
