@@ -392,8 +392,9 @@ def picked_path(row):
   from attention import dot_product  # pylint: disable=g-import-not-at-top
   shape = jax.ShapeDtypeStruct((row['B'], row['L'], N_HEADS, HEAD_DIM),
                                jnp.float32)
-  return dot_product._best_implementation(  # pylint: disable=protected-access
-      shape, shape, shape, False, False, row['causal'])
+  return dot_product.choose_implementation(
+      dot_product.current_platform(),
+      dot_product.describe_call(shape, shape, shape, is_causal=row['causal']))
 
 
 def write_report(path, meta, rows, long_probe, lengths):

@@ -256,16 +256,18 @@ def test_return_weights_falls_back_to_xla():
 
 def test_none_picks_chunked_on_cpu_but_never_for_weights():
   q, k, v, _ = inputs(10, 1, 12, 12, 2, 2, 8)
-  best = dot_product._best_implementation  # pylint: disable=protected-access
-  if jax.default_backend() == 'cpu':
-    # Short sequences stay on 'xla'; from T·S = 128² on, 'chunked'.
-    assert best(q, k, v, dropout_active=False, return_weights=False) == 'xla'
-    long_q = jax.ShapeDtypeStruct((1, 128, 2, 8), jnp.float32)
-    assert best(long_q, long_q, long_q, dropout_active=False,
-                return_weights=False) == 'chunked'
-  assert best(q, k, v, dropout_active=False, return_weights=True) in (
-      'xla', 'cudnn')
-  assert best(q, k, v, dropout_active=True, return_weights=True) == 'xla'
+
+  def best(q, k, v, dropout=False, return_weights=False):
+    return dot_product.choose_implementation('cpu', dot_product.describe_call(
+        q, k, v, dropout=dropout, return_weights=return_weights))
+
+  # Short sequences stay on 'xla'; from T·S = 128² on, 'chunked'.
+  assert best(q, k, v) == 'xla'
+  long_q = jax.ShapeDtypeStruct((1, 128, 2, 8), jnp.float32)
+  assert best(long_q, long_q, long_q) == 'chunked'
+  assert best(long_q, long_q, long_q, return_weights=True) == 'xla'
+  assert best(long_q, long_q, long_q, dropout=True, return_weights=True) == (
+      'xla')
 
 
 def test_no_full_matrix_in_memory():
