@@ -126,12 +126,13 @@ def mean(total: float, count: float) -> float:
 class Trainer:
   """Task, mesh, optimizer and the compiled steps, shared by train and eval."""
 
-  def __init__(self, config, workdir: str):
-    config_check.check(config, jax.device_count())
+  def __init__(self, config, workdir: str, mesh=None):
+    """``mesh``: default :func:`make_mesh`; an AbstractMesh to lower only."""
+    self.mesh = make_mesh() if mesh is None else mesh
+    config_check.check(config, self.mesh.size)
     cli.quiet_library_logs()
     self.config = config
     self.workdir = workdir
-    self.mesh = make_mesh()
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
     self.task = tasks.get_task(config.task)(config, workdir)
@@ -166,24 +167,30 @@ class Trainer:
 
   @functools.cached_property
   def train_step(self):
-    def step_fn(state, batch, rng):
-      rng = jax.random.fold_in(rng, state['step'])
-      def loss_fn(params):
-        return self.task.loss_fn(params, batch, rng, train=True)
-      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state['params'])
-      updates, opt_state = self.tx.update(grads, state['opt_state'],
-                                          state['params'])
-      params = optax.apply_updates(state['params'], updates)
-      metrics = dict(metrics)
-      metrics['grad_norm'] = (optax.tree.norm(grads), jnp.float32(1))
-      metrics['learning_rate'] = (self.schedule(state['step']),
-                                  jnp.float32(1))
-      new_state = {'step': state['step'] + 1, 'params': params,
-                   'opt_state': opt_state}
-      return new_state, metrics
+    return self.jit_train_step(self.train_step_fn)
+
+  def jit_train_step(self, step_fn):
+    """``step_fn`` jitted as the loop runs it: state donated, replicated."""
     return jax.jit(step_fn, donate_argnums=(0,),
                    out_shardings=(self.replicated, self.replicated))
+
+  def train_step_fn(self, state, batch, rng):
+    """One optimizer step (uncompiled) -> (new state, metrics)."""
+    rng = jax.random.fold_in(rng, state['step'])
+    def loss_fn(params):
+      return self.task.loss_fn(params, batch, rng, train=True)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'])
+    updates, opt_state = self.tx.update(grads, state['opt_state'],
+                                        state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = dict(metrics)
+    metrics['grad_norm'] = (optax.tree.norm(grads), jnp.float32(1))
+    metrics['learning_rate'] = (self.schedule(state['step']),
+                                jnp.float32(1))
+    new_state = {'step': state['step'] + 1, 'params': params,
+                 'opt_state': opt_state}
+    return new_state, metrics
 
   def _jit(self, fn):
     """``jax.jit(fn)``, compiled once per function for this trainer."""
