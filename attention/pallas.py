@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import threading
 
 import jax
@@ -166,9 +167,27 @@ def _rows_with_a_key(q_segment_BT, kv_segment_BS, is_causal):
   return jax.vmap(one)(q_segment_BT, kv_segment_BS)
 
 
+def _kernel_module(platform):
+  """JAX's kernel module for ``platform``; a clear error if this JAX lacks it.
+
+  Both live under jax.experimental and were written against jax 0.10 (the
+  version CI runs); their signatures may change in later releases.
+  """
+  name = {'tpu': 'jax.experimental.pallas.ops.tpu.splash_attention',
+          'gpu': 'jax.experimental.pallas.ops.gpu.attention'}[platform]
+  try:
+    return importlib.import_module(name)
+  except ImportError as e:
+    raise RuntimeError(
+        f"implementation='pallas' on {platform!r} needs {name}, which this "
+        f'JAX ({jax.__version__}) does not provide: {e}. Use '
+        "implementation='chunked' (or None), or a JAX with that module "
+        '(0.10 is tested).') from e
+
+
 def _splash(q_BTNH, k_BSKH, v_BSKH, segment_ids, is_causal, scale,
             run_interpreted):
-  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+  splash = _kernel_module('tpu')
   B, T, N, H = q_BTNH.shape
   S, K = k_BSKH.shape[1], k_BSKH.shape[2]
   G = N // K
@@ -196,7 +215,7 @@ def _splash(q_BTNH, k_BSKH, v_BSKH, segment_ids, is_causal, scale,
 @functools.lru_cache(maxsize=64)
 def _splash_kernel(T, S, heads, is_mqa, is_causal, run_interpreted):
   """A splash kernel for [heads, T, H] queries; built once per shape."""
-  from jax.experimental.pallas.ops.tpu import splash_attention as splash
+  splash = _kernel_module('tpu')
   one = splash.CausalMask((T, S)) if is_causal else splash.FullMask((T, S))
   mask = splash.MultiHeadMask([one] * heads)
   make = splash.make_splash_mqa if is_mqa else splash.make_splash_mha
@@ -207,7 +226,7 @@ def _splash_kernel(T, S, heads, is_mqa, is_causal, run_interpreted):
 
 def _triton(q_BTNH, k_BSKH, v_BSKH, segment_ids, is_causal, scale,
             run_interpreted):
-  from jax.experimental.pallas.ops.gpu import attention as triton
+  triton = _kernel_module('gpu')
   N, K = q_BTNH.shape[2], k_BSKH.shape[2]
   if K < N:  # the kernel wants N key/value heads: head n reads n // G
     k_BSKH = jnp.repeat(k_BSKH, N // K, axis=2)

@@ -42,3 +42,34 @@ def test_old_import_forms_still_work():
                        capture_output=True, text=True, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == 'ok'
+
+
+def test_dependencies_have_lower_bounds_only_and_the_pins_meet_them():
+  import tomllib  # pylint: disable=g-import-not-at-top
+  from packaging.requirements import Requirement  # pylint: disable=g-import-not-at-top
+  with open(f'{ROOT}/pyproject.toml', 'rb') as f:
+    project = tomllib.load(f)['project']
+  with open(f'{ROOT}/requirements.txt') as f:
+    pins = dict(line.strip().split('==') for line in f
+                if '==' in line and not line.startswith('#'))
+  requirements = [Requirement(r) for r in project['dependencies'] + sum(
+      project['optional-dependencies'].values(), [])]
+  for requirement in requirements:
+    assert all(spec.operator == '>=' for spec in requirement.specifier), (
+        requirement)  # an upper bound would downgrade a newer JAX install
+    name = requirement.name.replace('_', '-')
+    pin = pins.get(name) or pins.get(requirement.name)
+    if pin is not None:
+      assert requirement.specifier.contains(pin), (requirement, pin)
+
+
+def test_a_jax_without_the_pallas_kernels_gets_a_clear_error(monkeypatch):
+  from attention import pallas  # pylint: disable=g-import-not-at-top
+
+  def missing(name):
+    raise ImportError(f'No module named {name!r}')
+
+  monkeypatch.setattr(pallas.importlib, 'import_module', missing)
+  with pytest.raises(RuntimeError, match=r"needs jax\.experimental\.pallas"
+                     r"\.ops\.tpu\.splash_attention.*'chunked'"):
+    pallas._kernel_module('tpu')  # pylint: disable=protected-access

@@ -117,9 +117,21 @@ def lower(config: ml_collections.ConfigDict, platforms=('cuda', 'tpu'), *,
                   else jax.jit(fn))
         with dot_product.target_platform(PLATFORMS[platform]) as chosen:
           traced = jitted.trace(*args)
-        out[platform][name] = Lowered(
-            traced.lower(lowering_platforms=(platform,)), list(chosen))
+        out[platform][name] = Lowered(_lower(traced, platform), list(chosen))
   return out
+
+
+def _lower(traced, platform):
+  """``traced.lower(lowering_platforms=...)``, or a clear error without it."""
+  try:
+    return traced.lower(lowering_platforms=(platform,))
+  except TypeError as e:
+    if 'lowering_platforms' not in str(e):
+      raise
+    raise RuntimeError(
+        f'lower: this JAX ({jax.__version__}) has no '
+        f'Traced.lower(lowering_platforms=...), which cross-platform '
+        f'lowering needs (jax 0.10 has it): {e}') from e
 
 
 def _abstract_batch(trainer, host_batch):
