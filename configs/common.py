@@ -50,6 +50,9 @@ def base(task: str) -> ml_collections.ConfigDict:
   config.task = task                  # 'translate' | 'movies'
   config.model = ml_collections.ConfigDict()  # name + the Model's fields
   config.data = data_config.get_config(task)  # see attention/data/config.py
+  # Compute dtype: 'float32' | 'bfloat16' (activations and matmuls; the
+  # parameters, optimizer state, softmax, loss and metrics stay float32).
+  config.dtype = 'float32'
   config.seed = 0                     # parameter init, dropout, batch order
   config.batch_size = 64              # global batch, over all devices
   config.num_train_steps = 3000       # training steps

@@ -74,6 +74,12 @@ CASES = [
      "Unknown config.data key(s) ['num_bucket'] for task 'translate'"),
     ('mha_translate', _set('data.encoding', 'nope'),
      "config.data.encoding='nope' is not a text encoding Python knows"),
+    ('mha_translate', _set('dtype', 'float16'),
+     "config.dtype='float16' is not one of ['float32', 'bfloat16']"),
+    ('mha_movies', _set('dtype', 'bf16'), "did you mean 'bfloat16'?"),
+    ('mf_movies', _set('model.dtype', 'bfloat16'),
+     "config.model.dtype is not a model key; the compute dtype is "
+     "config.dtype, one of ['float32', 'bfloat16']."),
     # Cross-key rules.
     ('mha_translate', _set('data.path', 'pairs.tsv'),
      "config.data.path='pairs.tsv' is read only by a file source, but "
@@ -148,6 +154,7 @@ CASES = [
      'config.batch_size=True must be a number.'),
     # Missing keys.
     ('mha_translate', _delete('optimizer'), "The config has no 'optimizer'"),
+    ('mha_movies', _delete('dtype'), "The config has no 'dtype'"),
 ]
 
 
@@ -186,3 +193,15 @@ def test_a_run_that_never_started_leaves_nothing_behind(tmp_path):
   with pytest.raises(ValueError, match="did you mean 'transformer'"):
     train_lib.train_and_evaluate(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_the_compute_dtype_may_change_on_resume():
+  """Parameters and optimizer state are float32 in either dtype, so the
+  checkpoint is the same: a change is recorded, not refused."""
+  experiment, harmless = config_check.config_changes(
+      {'dtype': 'float32', 'seed': 0}, {'dtype': 'bfloat16', 'seed': 0})
+  assert (experiment, harmless) == ([], ["dtype: 'float32' -> 'bfloat16'"])
+  # A run started before config.dtype existed resumes in float32.
+  assert config_check.config_changes({'seed': 0}, {'dtype': 'float32',
+                                                  'seed': 0}) == (
+      [], ["dtype: 'absent' -> 'float32'"])

@@ -18,12 +18,20 @@ def available() -> list[str]:
                 if not m.name.startswith('_'))
 
 
+def config_keys(model_cls) -> set[str]:
+  """The fields of ``model_cls`` that ``config.model`` may set: all but the
+  module's own and ``dtype``, which the task sets from ``config.dtype``."""
+  return {f.name for f in dataclasses.fields(model_cls)
+          if f.init and f.name not in ('parent', 'name', 'dtype')}
+
+
 def build(config_model: Any, **sizes: Any):
   """``attention.models.<config_model.name>.Model(**fields, **sizes)``.
 
   Args:
     config_model: ``config.model``: ``name`` plus the Model's fields.
-    **sizes: fields the data decides (vocabulary sizes, item counts).
+    **sizes: fields the task decides: from the data (vocabulary sizes, item
+      counts) and the compute ``dtype`` (from config.dtype).
 
   Raises:
     ValueError: an unknown model name or field, listing the valid ones.
@@ -34,8 +42,7 @@ def build(config_model: Any, **sizes: Any):
     raise ValueError(f'Unknown config.model.name {name!r}; valid names: '
                      f'{available()}.')
   model_cls = importlib.import_module(f'attention.models.{name}').Model
-  valid = {f.name for f in dataclasses.fields(model_cls)
-           if f.init and f.name not in ('parent', 'name')}
+  valid = config_keys(model_cls)
   unknown = sorted(set(fields) - valid)
   if unknown:
     raise ValueError(f'Unknown config.model key(s) {unknown} for model '

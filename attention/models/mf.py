@@ -20,11 +20,16 @@ The interface of every movie model (attention.tasks.movies):
       [B, 1, V] from a model whose scores ignore the position (this one).
   ``score_next(inputs_BL, length_B, user_B, candidates_BC=None)``
       -> (scores [B, C] or [B, V], aux): the item after the whole history.
+  ``dtype``: the compute dtype of the embeddings and matmuls, set by the task
+      from ``config.dtype``; parameters are float32 whatever it is, and
+      scores and attention weights are float32.
 
 Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -40,6 +45,7 @@ class Model(nn.Module):
   max_len: int = 0
   d_model: int = 64
   use_bias: bool = True
+  dtype: Any = jnp.float32
 
   def setup(self):
     if self.num_users < 1 or self.num_items < 1:
@@ -47,9 +53,9 @@ class Model(nn.Module):
                        f'{self.num_users} and {self.num_items}.')
     init = nn.initializers.normal(self.d_model ** -0.5)
     self.user_embed = nn.Embed(self.num_users + 1, self.d_model,
-                               embedding_init=init)
+                               embedding_init=init, dtype=self.dtype)
     self.item_embed = nn.Embed(self.num_items + 1, self.d_model,
-                               embedding_init=init)
+                               embedding_init=init, dtype=self.dtype)
     if self.use_bias:
       self.item_bias = self.param('item_bias', nn.initializers.zeros_init(),
                                   (self.num_items + 1,))

@@ -24,6 +24,10 @@ Config fields (``config.model``):
   readout_dim: maxout output size (each unit the max of two).
   dropout_rate: dropout on embeddings and the readout.
 
+``dtype`` (set by the task from ``config.dtype``) is the compute dtype of the
+embeddings, the annotations and every matmul (GRUs, attention, readout);
+parameters, the GRU states, α and the returned logits are float32.
+
 Shapes use the package's axis legend (see attention/__init__.py): D is the
 GRU state (the annotations have 2·D), E the word embedding.
 """
@@ -73,8 +77,10 @@ class Model(nn.Module):
     if self.query not in QUERIES:
       raise ValueError(f'rnnsearch: query must be one of {QUERIES}, got '
                        f'{self.query!r}.')
-    self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim)
-    self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim)
+    self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim,
+                              dtype=self.dtype)
+    self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim,
+                              dtype=self.dtype)
     self.encoder = nn.Bidirectional(
         nn.RNN(nn.GRUCell(self.hidden_dim, dtype=self.dtype)),
         nn.RNN(nn.GRUCell(self.hidden_dim, dtype=self.dtype)),
@@ -102,13 +108,17 @@ class Model(nn.Module):
     x = self.dropout(self.src_embed(src_BS), deterministic=deterministic)
     (forward_last, backward_first), annotations_BSD = self.encoder(
         x, seq_lengths=lengths_B)
+    annotations_BSD = annotations_BSD.astype(self.dtype)
     memory = {'annotations': annotations_BSD, 'src_mask': src_mask_BS}
     if self.use_attention:
       memory['projected_keys'] = self.attention.project_keys(annotations_BSD)
     else:
       memory['summary'] = jnp.tanh(self.summary(
           jnp.concatenate([forward_last, backward_first], -1)))
-    s0_BD = jnp.tanh(self.init_state(backward_first))
+    # The decoder's GRU state is float32 like the encoder's (flax's GRUCell
+    # starts its carry in the parameter dtype): in bfloat16, an update gate
+    # near 1 would round the state's small updates away.
+    s0_BD = jnp.tanh(self.init_state(backward_first)).astype(jnp.float32)
     return memory, s0_BD
 
   def _step(self, memory, s_prev_BD, y_prev_BE, deterministic):

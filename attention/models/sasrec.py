@@ -21,8 +21,9 @@ Config fields (``config.model``):
 Sizes set by the task from the data: ``num_items`` (M; item 0 is padding),
 ``max_len`` (rows of P: the longest history), ``num_users`` (not used).
 
-Interface: see attention.models.mf. ``aux['self_attention']`` holds float32
-[num_layers, B, N, L, L]: every block and head (query t, key s <= t).
+Interface and ``dtype``: see attention.models.mf. ``aux['self_attention']``
+holds float32 [num_layers, B, N, L, L]: every block and head (query t, key
+s <= t).
 
 Shapes use the package's axis legend (see attention/__init__.py).
 """
@@ -30,6 +31,7 @@ Shapes use the package's axis legend (see attention/__init__.py).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -47,6 +49,7 @@ class Block(nn.Module):
   mlp_dim: int
   dropout_rate: float
   attention_dropout_rate: float
+  dtype: Any
 
   @nn.compact
   def __call__(self, x_BLD, deterministic):
@@ -54,12 +57,12 @@ class Block(nn.Module):
                              deterministic=deterministic)
     h_BLD, weights_BNLL = MultiHeadAttention(
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
-        name='self_attention')(nn.LayerNorm()(x_BLD), is_causal=True,
-                               deterministic=deterministic,
-                               return_weights=True)
+        dtype=self.dtype, name='self_attention')(
+            nn.LayerNorm(dtype=self.dtype)(x_BLD), is_causal=True,
+            deterministic=deterministic, return_weights=True)
     x_BLD = x_BLD + drop(h_BLD)
-    h_BLD = MlpBlock(self.mlp_dim, self.dropout_rate, jnp.float32)(
-        nn.LayerNorm()(x_BLD), deterministic)
+    h_BLD = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype)(
+        nn.LayerNorm(dtype=self.dtype)(x_BLD), deterministic)
     return x_BLD + drop(h_BLD), weights_BNLL
 
 
@@ -74,21 +77,21 @@ class Model(nn.Module):
   mlp_dim: int = 64
   dropout_rate: float = 0.2
   attention_dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
 
   def setup(self):
     if self.num_items < 1 or self.max_len < 1:
       raise ValueError('sasrec: needs num_items and max_len >= 1, got '
                        f'{self.num_items} and {self.max_len}.')
-    self.item_embed = nn.Embed(
-        self.num_items + 1, self.d_model,
+    embed = functools.partial(
+        nn.Embed, features=self.d_model, dtype=self.dtype,
         embedding_init=nn.initializers.normal(self.d_model ** -0.5))
-    self.position_embed = nn.Embed(
-        self.max_len, self.d_model,
-        embedding_init=nn.initializers.normal(self.d_model ** -0.5))
+    self.item_embed = embed(self.num_items + 1)
+    self.position_embed = embed(self.max_len)
     self.blocks = [Block(self.num_heads, self.mlp_dim, self.dropout_rate,
-                         self.attention_dropout_rate)
+                         self.attention_dropout_rate, self.dtype)
                    for _ in range(self.num_layers)]
-    self.final_norm = nn.LayerNorm()
+    self.final_norm = nn.LayerNorm(dtype=self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate)
 
   def encode(self, inputs_BL, *, deterministic=True):
@@ -100,7 +103,7 @@ class Model(nn.Module):
                        'raise config.data.max_len.')
     x_BLD = (self.item_embed(inputs_BL) * jnp.sqrt(jnp.float32(self.d_model))
              + self.position_embed(jnp.arange(length))[None])
-    x_BLD = self.dropout(x_BLD, deterministic=deterministic)
+    x_BLD = self.dropout(x_BLD.astype(self.dtype), deterministic=deterministic)
     weights = []
     for block in self.blocks:
       x_BLD, w = block(x_BLD, deterministic)

@@ -30,15 +30,17 @@ Config fields (``config.model``):
 Sizes set by the task from the data: ``num_items`` (M; item 0 is padding),
 ``max_len`` (rows of R: the longest history), ``num_users`` (not used).
 
-Interface: see attention.models.mf. ``aux['target_attention']`` holds the
-float32 candidate -> history weights α: [B, L, C, L] from ``__call__`` and
-[B, C, L] from ``score_next`` with explicit candidates (none when ranking
-all movies, to save memory).
+Interface and ``dtype``: see attention.models.mf. ``aux['target_attention']``
+holds the float32 candidate -> history weights α: [B, L, C, L] from
+``__call__`` and [B, C, L] from ``score_next`` with explicit candidates (none
+when ranking all movies, to save memory).
 
 Shapes use the package's axis legend (see attention/__init__.py).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -62,6 +64,7 @@ class Model(nn.Module):
   recency: bool = True
   dropout_rate: float = 0.0
   chunk_size: int = 512
+  dtype: Any = jnp.float32
 
   def setup(self):
     if self.scorer not in SCORERS:
@@ -73,16 +76,16 @@ class Model(nn.Module):
                        f'{self.max_len} and {self.chunk_size}.')
     init = nn.initializers.normal(self.embed_dim ** -0.5)
     self.item_embed = nn.Embed(self.num_items + 1, self.embed_dim,
-                               embedding_init=init)
+                               embedding_init=init, dtype=self.dtype)
     if self.recency:
       self.recency_embed = nn.Embed(self.max_len, self.embed_dim,
-                                    embedding_init=init)
-    self.attention = AdditiveAttention(self.attention_dim)
+                                    embedding_init=init, dtype=self.dtype)
+    self.attention = AdditiveAttention(self.attention_dim, dtype=self.dtype)
     if self.scorer == 'dot':
-      self.readout = nn.Dense(self.embed_dim)
+      self.readout = nn.Dense(self.embed_dim, dtype=self.dtype)
     else:
-      self.hidden = nn.Dense(self.mlp_dim)
-      self.output = nn.Dense(1)
+      self.hidden = nn.Dense(self.mlp_dim, dtype=self.dtype)
+      self.output = nn.Dense(1, dtype=self.dtype)
     self.item_bias = self.param('item_bias', nn.initializers.zeros_init(),
                                 (self.num_items + 1,))
     self.dropout = nn.Dropout(self.dropout_rate)

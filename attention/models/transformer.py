@@ -20,6 +20,10 @@ Config fields (``config.model``):
   normalize_qk: QK-LayerNorm in every attention layer.
   implementation: attention implementation (see attention.dot_product_attention).
 
+``dtype`` (set by the task from ``config.dtype``) is the compute dtype of the
+embeddings, activations and matmuls; parameters are float32 whatever it is,
+and attention softmax and the returned logits are float32.
+
 Shapes use the package's axis legend (see attention/__init__.py).
 """
 
@@ -157,7 +161,7 @@ class Model(nn.Module):
       raise ValueError(f'transformer: position must be one of {POSITIONS}, '
                        f'got {self.position!r}.')
     embed = functools.partial(
-        nn.Embed, features=self.d_model,
+        nn.Embed, features=self.d_model, dtype=self.dtype,
         embedding_init=nn.initializers.normal(self.d_model ** -0.5))
     self.src_embed = embed(self.src_vocab_size)
     self.tgt_embed = embed(self.tgt_vocab_size)

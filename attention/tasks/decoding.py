@@ -11,6 +11,10 @@ caches) is threaded through as mutable variables. Every array in the state and
 the cache whose leading axis is the batch is reordered when beams are
 re-ranked; scalars (positions, cache indices) are shared by all beams.
 
+The model decodes in its compute dtype (config.dtype: the Transformer's caches
+then take it too); beam scores are float32, the logits cast before the
+log-softmax.
+
 The token ids (begin, end, padding) come in as arguments: the vocabulary
 decides them (attention.data.tokenizers), not the decoder.
 """

@@ -91,7 +91,8 @@ class Task:
     self.max_len = self.data.train.max_len
     self.model = models.build(config.model, num_items=self.num_items,
                               num_users=self.data.num_users,
-                              max_len=self.max_len)
+                              max_len=self.max_len,
+                              dtype=jnp.dtype(config.dtype))
     self._negatives: dict[tuple[str, str], np.ndarray] = {}
     self._oracle: dict[str, dict[str, float]] = {}
 

@@ -65,7 +65,8 @@ class Task:
       self.src_vocab, self.tgt_vocab = self.data.src_vocab, self.data.tgt_vocab
     self.model = models.build(
         config.model, src_vocab_size=self.src_vocab.size,
-        tgt_vocab_size=self.tgt_vocab.size, pad_id=tokenizers.PAD_ID)
+        tgt_vocab_size=self.tgt_vocab.size, pad_id=tokenizers.PAD_ID,
+        dtype=jnp.dtype(config.dtype))
     self.eval_config = config.eval
 
   @functools.cached_property

@@ -6,8 +6,9 @@ nothing: no data generated, no workdir locked, no checkpoint touched. The
 loop calls it first (train_and_evaluate, Trainer); the rules:
 
   names     config.task, config.model.name and its keys, the model's choice
-            fields (score, query, position, scorer), config.loss,
-            optimizer.schedule, config.data's keys, source and encoding
+            fields (score, query, position, scorer), config.dtype,
+            config.loss, optimizer.schedule, config.data's keys, source and
+            encoding
   ranges    sizes and steps positive; seeds, warm-up and counts >= 0; rates
             (dropout, label smoothing) in [0, 1); learning rate and gradient
             clip > 0; Adam betas in [0, 1); fractions in [0, 1]
@@ -19,7 +20,6 @@ loop calls it first (train_and_evaluate, Trainer); the rules:
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import difflib
 import importlib
 import json
@@ -37,10 +37,11 @@ from attention.data import config as data_config
 from attention.tasks import movies
 from attention.training import checkpoints
 
-REQUIRED = ('task', 'model', 'data', 'seed', 'batch_size', 'num_train_steps',
-            'eval_every_steps', 'checkpoint_every_steps', 'log_every_steps',
-            'optimizer')
+REQUIRED = ('task', 'model', 'data', 'dtype', 'seed', 'batch_size',
+            'num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
+            'log_every_steps', 'optimizer')
 SCHEDULES = ('cosine', 'rsqrt', 'constant')  # config.optimizer.schedule
+DTYPES = ('float32', 'bfloat16')  # config.dtype, the compute dtype
 # A model field -> the name of the tuple of its valid values in the model's
 # module (or a base class's module).
 _MODEL_CHOICES = {'score': 'SCORES', 'query': 'QUERIES',
@@ -81,6 +82,7 @@ def check(config: ml_collections.ConfigDict, num_devices: int = 1) -> None:
       raise ValueError(f'The config has no {key!r}; every experiment sets '
                        f'{", ".join(REQUIRED)}.')
   _choice('config.task', config.task, tasks.TASKS)
+  _choice('config.dtype', config.dtype, DTYPES)
   _check_model(config.model)
   _check_ranges(config)
   if config.optimizer.get('schedule') is not None:
@@ -124,8 +126,10 @@ def _check_model(config_model: ml_collections.ConfigDict) -> None:
   name = config_model.get('name')
   _choice('config.model.name', name, models.available())
   model_cls = importlib.import_module(f'attention.models.{name}').Model
-  fields = {f.name for f in dataclasses.fields(model_cls)
-            if f.init and f.name not in ('parent', 'name')}
+  fields = models.config_keys(model_cls)
+  if 'dtype' in config_model:
+    raise ValueError('config.model.dtype is not a model key; the compute '
+                     f'dtype is config.dtype, one of {list(DTYPES)}.')
   for key in config_model:
     if key != 'name' and key not in fields:
       raise ValueError(
@@ -200,10 +204,13 @@ def _above_zero(v):
 
 # Keys a resumed run may change without changing the experiment: when and
 # how often it evaluates, logs and checkpoints, how long it trains (upwards),
-# how the input pipeline is parallelised, and the sweep it belongs to.
+# how the input pipeline is parallelised, the sweep it belongs to, and the
+# compute dtype (parameters and optimizer state are float32 in either, so
+# the checkpoint is the same; a run started before config.dtype existed
+# resumes as 'float32').
 RESUMABLE = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'log_every_steps', 'sweep', 'eval.', 'data.num_threads',
-             'data.prefetch', 'data.eval_batch_size')
+             'data.prefetch', 'data.eval_batch_size', 'dtype')
 
 
 def config_changes(stored: dict[str, Any], new: dict[str, Any]
