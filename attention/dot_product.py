@@ -368,8 +368,15 @@ def _cudnn_attention(query, key, value, bias, mask, scale, dropout_active,
     raise ValueError("implementation='cudnn' neither returns attention weights "
                      'nor applies dropout; use implementation=\'xla\' (or '
                      'None) for return_weights=True or dropout.')
+  T, S = query.shape[1], key.shape[1]
+
   def as_4d(x):
-    return None if x is None else x.reshape((1,) * (4 - x.ndim) + x.shape)
+    # cuDNN takes a mask or bias with the full [.., T, S] (it rejects a
+    # broadcast key mask [B, 1, 1, S]); batch and heads may stay 1.
+    if x is None:
+      return None
+    x = x.reshape((1,) * (4 - x.ndim) + x.shape)
+    return jnp.broadcast_to(x, x.shape[:2] + (T, S))
   mask4 = None if mask is None else masks_lib.combine_masks(as_4d(mask))
   out_BTNH = jax.nn.dot_product_attention(
       query, key, value, bias=as_4d(bias), mask=mask4, scale=scale,

@@ -12,12 +12,16 @@ platform-specific failure shows up here (and in CI) rather than on a cluster:
   lowered['train_step'].as_text()
 
 Lowering is not compiling: XLA's backend passes for the platform do not run.
+One exception to the abstract mesh: jax.nn's cuDNN attention lowers only with
+real devices (jax 0.10), so a step where dispatch chose cuDNN is lowered on
+one local device instead, and its ``Lowered.mesh`` says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 import tempfile
 from typing import Any
@@ -46,6 +50,7 @@ class Lowered:
   """One lowered step: its module and what attention resolved to in it."""
   lowered: Any  # jax.stages.Lowered
   implementations: list[str]
+  mesh: str  # what it was lowered on
 
   def as_text(self) -> str:
     return self.lowered.as_text()
@@ -96,29 +101,61 @@ def lower(config: ml_collections.ConfigDict, platforms=('cuda', 'tpu'), *,
     if assume_cudnn is not None:
       stack.enter_context(_assumed_cudnn(assume_cudnn))
     trainer = train_lib.Trainer(config, workdir, mesh=mesh)
-    task = trainer.task
-    state = trainer.abstract_state()
-    params = state['params']
-    rng = jax.eval_shape(lambda: trainer.dropout_rng)
-    train_batch = _abstract_batch(trainer, next(iter(task.train_batches())))
-    eval_batch = _abstract_batch(trainer,
-                                 next(iter(task.eval_batches('validation'))))
-    steps = {'train_step': (trainer.train_step_fn, (state, train_batch, rng)),
-             'eval_step': (task.eval_step, (params, eval_batch))}
-    for name, fn in task.predictors().items():
-      steps[name] = (fn, (params, eval_batch))
-    out = {}
+    steps = _steps(trainer)
+    out, need_devices = {}, []
     for platform in platforms:
       out[platform] = {}
-      for name, (fn, args) in steps.items():
-        # A fresh jit per platform: a jit reuses its traces, and attention
-        # dispatch happens while tracing.
-        jitted = (trainer.jit_train_step(fn) if name == 'train_step'
-                  else jax.jit(fn))
-        with dot_product.target_platform(PLATFORMS[platform]) as chosen:
-          traced = jitted.trace(*args)
-        out[platform][name] = Lowered(_lower(traced, platform), list(chosen))
+      for name in steps:
+        try:
+          out[platform][name] = _trace_and_lower(trainer, steps, name,
+                                                 platform)
+        except ValueError as e:
+          if 'require devices to be present' not in str(e):
+            raise
+          need_devices.append((platform, name))
+    if need_devices:
+      # jax.nn's cuDNN attention (a custom_partitioning op) lowers only with
+      # real devices: those steps are lowered on one local device instead.
+      one = jax.make_mesh((1,), ('data',), axis_types=(AxisType.Auto,),
+                          devices=jax.local_devices()[:1])
+      trainer = train_lib.Trainer(config, workdir, mesh=one)
+      steps = _steps(trainer)
+      for platform, name in need_devices:
+        out[platform][name] = _trace_and_lower(trainer, steps, name, platform)
+        out[platform][name].mesh = ONE_DEVICE
   return out
+
+
+ONE_DEVICE = ('1 local device: this JAX lowers cuDNN attention only with real '
+              'devices')
+
+
+def _steps(trainer):
+  """{name: (uncompiled fn, abstract args)} of every step the loop compiles."""
+  task = trainer.task
+  state = trainer.abstract_state()
+  params = state['params']
+  rng = jax.eval_shape(lambda: trainer.dropout_rng)
+  train_batch = _abstract_batch(trainer, next(iter(task.train_batches())))
+  eval_batch = _abstract_batch(trainer,
+                               next(iter(task.eval_batches('validation'))))
+  steps = {'train_step': (trainer.train_step_fn, (state, train_batch, rng)),
+           'eval_step': (task.eval_step, (params, eval_batch))}
+  for name, fn in task.predictors().items():
+    steps[name] = (fn, (params, eval_batch))
+  return steps
+
+
+def _trace_and_lower(trainer, steps, name, platform):
+  fn, args = steps[name]
+  # A new function object per platform: JAX reuses a function's traces (even
+  # under a new jax.jit), and attention dispatch happens while tracing.
+  fn = functools.partial(fn)
+  jitted = trainer.jit_train_step(fn) if name == 'train_step' else jax.jit(fn)
+  with dot_product.target_platform(PLATFORMS[platform]) as chosen:
+    traced = jitted.trace(*args)
+  return Lowered(_lower(traced, platform), list(chosen),
+                 f'abstract, {trainer.mesh.size} devices over \'data\'')
 
 
 def _lower(traced, platform):
