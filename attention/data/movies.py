@@ -33,6 +33,7 @@ import numpy as np
 from attention.data import config as data_config
 from attention.data import movie_world
 from attention.data import movielens
+from attention.data import ragged
 from attention.data import tfds_source  # Imports TFDS only when used.
 
 _TASK = 'movies'
@@ -64,8 +65,10 @@ class MovieSplit:
     if self.kind not in ('train', 'eval'):
       raise ValueError(f"kind must be 'train' or 'eval', got {self.kind!r}.")
     shift = 1 if self.kind == 'train' else 0
-    self._lengths = np.array(
-        [min(len(h) - shift, self.max_len) for h in self.histories], np.int32)
+    # Stored flat once, so that collate is a few gathers per batch.
+    self._histories = ragged.Ragged(self.histories, np.int32)
+    self._lengths = np.minimum(self._histories.lengths - shift,
+                               self.max_len).astype(np.int32)
 
   def __len__(self) -> int:
     return len(self.histories)
@@ -78,30 +81,28 @@ class MovieSplit:
   def collate(self, rows: np.ndarray, pad_len: int) -> dict[str, np.ndarray]:
     """Padded arrays for examples `rows` (int [B]; -1 gives an empty row)."""
     b = len(rows)
-    inputs = np.zeros((b, pad_len), np.int32)
-    targets = np.zeros((b, pad_len), np.int32)
+    rows = np.asarray(rows)
+    real = np.flatnonzero(rows >= 0)
     length = np.zeros((b,), np.int32)
     user = np.zeros((b,), np.int32)
-    target = np.zeros((b,), np.int32)
-    rows = np.asarray(rows)
-    for r, i in enumerate(rows.tolist()):
-      if i < 0:
-        continue
-      h = self.histories[i]
-      user[r] = self.users[i]
-      if self.kind == 'train':
-        seq = h[-(self.max_len + 1):]
-        n = len(seq) - 1
-        inputs[r, :n] = seq[:-1]
-        targets[r, :n] = seq[1:]
-      else:
-        seq = h[-self.max_len:]
-        n = len(seq)
-        inputs[r, :n] = seq
-        target[r] = self.targets[i]
-      length[r] = n
-    batch = {'inputs': inputs,
-             'mask': np.arange(pad_len)[None, :] < length[:, None],
+    length[real] = self._lengths[rows[real]]
+    user[real] = self.users[rows[real]]
+    mask = np.arange(pad_len, dtype=np.int32)[None, :] < length[:, None]
+    # The most recent items of each history: for training, the last
+    # `length` + 1 of the sequence, inputs all but the last, targets all but
+    # the first; for evaluation the last `length`.
+    skip = self._histories.lengths[np.maximum(rows, 0)] - length
+    if self.kind == 'train':
+      seq = self._histories.padded(rows, pad_len + 1, start=skip - 1,
+                                   count=length + 1)
+      inputs = seq[:, :-1] * mask
+      targets = np.ascontiguousarray(seq[:, 1:])
+    else:
+      inputs = self._histories.padded(rows, pad_len, start=skip,
+                                      count=length)
+      target = np.zeros((b,), np.int32)
+      target[real] = self.targets[rows[real]]
+    batch = {'inputs': inputs, 'mask': mask,
              'length': length, 'user': user,
              'example': rows.astype(np.int32)}
     if self.kind == 'train':

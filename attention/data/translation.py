@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attention.data import config as data_config
+from attention.data import ragged
 from attention.data import tfds_source  # Imports TFDS only when used.
 from attention.data import tokenizers
 from attention.data import toy_lexicon
@@ -65,8 +66,13 @@ class TranslationSplit:
       if len(getattr(self, name)) != n:
         raise ValueError(f'TranslationSplit.{name} has '
                          f'{len(getattr(self, name))} entries, src has {n}.')
-    self._src_len = np.array([len(s) + 1 for s in self.src], np.int32)
-    self._tgt_len = np.array([len(t) + 1 for t in self.tgt], np.int32)
+    # Stored flat once, so that collate is a few gathers per batch.
+    self._src = ragged.Ragged(self.src, np.int32)
+    self._tgt = ragged.Ragged(self.tgt, np.int32)
+    self._links = (ragged.Ragged(self.alignments, np.int64, item_shape=(2,))
+                   if self.alignments is not None else None)
+    self._src_len = (self._src.lengths + 1).astype(np.int32)
+    self._tgt_len = (self._tgt.lengths + 1).astype(np.int32)
 
   def __len__(self) -> int:
     return len(self.src)
@@ -87,37 +93,35 @@ class TranslationSplit:
 
   def collate(self, rows: np.ndarray, pad_len: int) -> dict[str, np.ndarray]:
     """Padded arrays for examples `rows` (int [B]; -1 gives an empty row)."""
-    b = len(rows)
-    src = np.zeros((b, pad_len), np.int32)
-    tgt_in = np.zeros((b, pad_len), np.int32)
-    tgt_out = np.zeros((b, pad_len), np.int32)
-    src_len = np.zeros((b,), np.int32)
-    tgt_len = np.zeros((b,), np.int32)
-    align = (np.zeros((b, pad_len, pad_len), bool)
-             if self.alignments is not None else None)
-    for r, i in enumerate(np.asarray(rows).tolist()):
-      if i < 0:
-        continue
-      s, t = self.src[i], self.tgt[i]
-      src[r, :len(s)] = s
-      src[r, len(s)] = tokenizers.EOS_ID
-      tgt_in[r, 0] = tokenizers.BOS_ID
-      tgt_in[r, 1:len(t) + 1] = t
-      tgt_out[r, :len(t)] = t
-      tgt_out[r, len(t)] = tokenizers.EOS_ID
-      src_len[r], tgt_len[r] = len(s) + 1, len(t) + 1
-      if align is not None:
-        a = self.alignments[i]
-        align[r, a[:, 1], a[:, 0]] = True
-    positions = np.arange(pad_len)[None, :]
+    rows = np.asarray(rows)
+    real = np.flatnonzero(rows >= 0)
+    src_len = np.zeros(len(rows), np.int32)
+    tgt_len = np.zeros(len(rows), np.int32)
+    src_len[real] = self._src_len[rows[real]]
+    tgt_len[real] = self._tgt_len[rows[real]]
+    need = int(max(src_len.max(), tgt_len.max())) if real.size else 0
+    if need > pad_len:
+      raise ValueError(f'An example needs {need} positions, more than the '
+                       f'padded length {pad_len}.')
+    src = self._src.padded(rows, pad_len)
+    src[real, src_len[real] - 1] = tokenizers.EOS_ID
+    tgt_out = self._tgt.padded(rows, pad_len)
+    tgt_in = np.zeros_like(tgt_out)
+    tgt_in[:, 1:] = tgt_out[:, :-1]
+    tgt_in[real, 0] = tokenizers.BOS_ID
+    tgt_out[real, tgt_len[real] - 1] = tokenizers.EOS_ID
+    positions = np.arange(pad_len, dtype=np.int32)[None, :]
     batch = {
         'src': src, 'src_mask': positions < src_len[:, None],
         'tgt_in': tgt_in, 'tgt_out': tgt_out,
         'tgt_mask': positions < tgt_len[:, None],
         'src_len': src_len, 'tgt_len': tgt_len,
-        'example': np.asarray(rows, np.int32),
+        'example': rows.astype(np.int32),
     }
-    if align is not None:
+    if self._links is not None:
+      align = np.zeros((len(rows), pad_len, pad_len), bool)
+      row, links = self._links.elements(rows)
+      align[row, links[:, 1], links[:, 0]] = True
       batch['align'] = align
     return batch
 
