@@ -148,9 +148,11 @@ class Trainer:
     Only ``keys`` (default: every field of the batch) are sent.
     """
     keys = batch.keys() if keys is None else keys
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding,
-                                                      np.asarray(batch[k]))
-            for k in keys if k in batch}
+    host = {k: np.asarray(batch[k]) for k in keys if k in batch}
+    if jax.process_count() == 1:  # the share is the batch: one transfer call
+      return jax.device_put(host, self.batch_sharding)
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in host.items()}
 
   def init_state(self) -> dict[str, Any]:
     def init(rng):
