@@ -42,14 +42,18 @@ _COMMON = {
     'num_buckets': (8, None, 'at most this many length buckets / shapes'),
     'pad_multiple': (1, None, 'bucket boundaries are multiples of this '
                      '(8 or 128 suit TPUs)'),
+    'bucket_run': (8, None, 'training batches come in runs of this many from '
+                   'one length bucket (one shape), so that a compiled call '
+                   'of config.steps_per_call steps sees one shape; 1 = each '
+                   'batch from any bucket'),
     'eval_batch_size': (None, int, 'global eval batch (default batch_size)'),
     'num_threads': (2, None, 'grain threads making batches ahead'),
     'prefetch': (8, None, 'batches made ahead of time'),
 }
 
 # What the input pipeline reads (attention.data.pipeline), for either task.
-_BATCHING = ('bucketing', 'num_buckets', 'pad_multiple', 'eval_batch_size',
-             'num_threads', 'prefetch')
+_BATCHING = ('bucketing', 'num_buckets', 'pad_multiple', 'bucket_run',
+             'eval_batch_size', 'num_threads', 'prefetch')
 _BATCHING_KEYS = {k: _COMMON[k] for k in _BATCHING}
 
 _TRANSLATE = {

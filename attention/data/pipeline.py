@@ -16,8 +16,12 @@ How a batch is made:
    batch is padded to the longest example.
 2. For each epoch, with a NumPy generator seeded by (seed, epoch), the
    examples of each bucket are shuffled and cut into global batches, and the
-   order of all batches is shuffled. This *plan* depends only on the lengths,
-   the seed and the epoch, so every process computes the same plan.
+   order of all batches is shuffled. With `bucket_run` R > 1 (training) the
+   batches of each bucket are cut into runs of R and the order of the runs is
+   shuffled instead: R batches in a row share a shape, so the training loop
+   can scan R steps in one compiled call (config.steps_per_call). This *plan*
+   depends only on the lengths, the seed, `bucket_run` and the epoch, so every
+   process computes the same plan.
 3. Process p of P reads only rows [p*B/P, (p+1)*B/P) of each global batch: it
    collates (reads, pads) only its own share of the examples, and all
    processes agree on the padded length of every step.
@@ -133,8 +137,9 @@ class _Planner:
 
   def __init__(self, lengths: np.ndarray, global_batch_size: int,
                boundaries: Sequence[int], *, seed: int, shuffle: bool,
-               drop_remainder: bool):
+               drop_remainder: bool, bucket_run: int = 1):
     self.global_batch_size = global_batch_size
+    self.bucket_run = bucket_run
     self.boundaries = np.asarray(boundaries, np.int64)
     self.seed, self.shuffle, self.drop_remainder = seed, shuffle, drop_remainder
     bucket = np.searchsorted(self.boundaries, lengths)
@@ -168,13 +173,28 @@ class _Planner:
     rows = np.concatenate(rows) if rows else np.zeros((0, b), np.int64)
     pads = np.concatenate(pads) if pads else np.zeros((0,), np.int64)
     if rng is not None:
-      perm = rng.permutation(len(rows))
+      perm = self._order(rng, [n for n in self.per_bucket if n])
       rows, pads = rows[perm], pads[perm]
     with self._lock:
       if len(self._cache) >= 2:
         self._cache.pop(min(self._cache))
       self._cache[epoch] = (rows, pads)
     return rows, pads
+
+
+  def _order(self, rng: np.random.Generator, counts: list[int]) -> np.ndarray:
+    """A shuffled order of the batches, buckets' batches in runs.
+
+    ``counts``: batches per non-empty bucket, in the order they were stacked.
+    With one bucket or ``bucket_run`` 1, a plain permutation.
+    """
+    total, run = int(sum(counts)), self.bucket_run
+    if run <= 1 or len(counts) <= 1:
+      return rng.permutation(total)
+    starts = np.cumsum([0] + counts[:-1])
+    runs = [np.arange(s + i, s + min(i + run, n))
+            for s, n in zip(starts, counts) for i in range(0, n, run)]
+    return np.concatenate([runs[i] for i in rng.permutation(len(runs))])
 
 
 class _MakeBatch:
@@ -213,6 +233,7 @@ def batch_dataset(source: BatchSource, global_batch_size: int, *,
                   bucketing: bool = True, num_buckets: int = 8,
                   pad_multiple: int = 1,
                   boundaries: Sequence[int] | None = None,
+                  bucket_run: int = 1,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   local_device_count: int | None = None) -> grain.MapDataset:
@@ -232,6 +253,8 @@ def batch_dataset(source: BatchSource, global_batch_size: int, *,
     pad_multiple: bucket boundaries are multiples of this (but the last).
     boundaries: explicit bucket boundaries (overrides `num_buckets`); the last
       must be >= the longest example.
+    bucket_run: with `shuffle`, batches come in runs of this many from one
+      bucket (one shape); 1 = each batch from any bucket.
     process_index: this process (default `jax.process_index()`).
     process_count: number of processes (default `jax.process_count()`).
     local_device_count: if given, check that the per-process batch splits
@@ -254,6 +277,9 @@ def batch_dataset(source: BatchSource, global_batch_size: int, *,
         f'{local}) must split evenly over {local_device_count} local devices.')
   if seed < 0:
     raise ValueError(f'seed must be >= 0, got {seed}.')
+  if bucket_run < 1:
+    raise ValueError(
+        f'config.data.bucket_run must be >= 1, got {bucket_run}.')
   lengths = np.asarray(source.lengths)
   if lengths.size == 0:
     raise ValueError('Cannot batch an empty split.')
@@ -270,7 +296,8 @@ def batch_dataset(source: BatchSource, global_batch_size: int, *,
   else:
     boundaries = bucket_boundaries(lengths, 1)
   planner = _Planner(lengths, global_batch_size, boundaries, seed=seed,
-                     shuffle=shuffle, drop_remainder=drop_remainder)
+                     shuffle=shuffle, drop_remainder=drop_remainder,
+                     bucket_run=bucket_run)
   if planner.batches_per_epoch == 0:
     raise ValueError(
         f'The split has {lengths.size} examples, fewer than one global batch '
@@ -314,11 +341,13 @@ def train_iterator(source: BatchSource, config: Any, *,
 
   Reads config.batch_size (global), config.seed and the batching keys of
   config.data (see `attention.data.config.batching`). Shuffles, repeats
-  forever, drops the remainder of each bucket.
+  forever, drops the remainder of each bucket; batches come in runs of
+  config.data.bucket_run from one bucket.
   """
+  data = data_config.batching(config.data)
   return _iterator(
-      source, data_config.batching(config.data), int(config.batch_size),
-      seed=int(config.seed),
+      source, data, int(config.batch_size),
+      seed=int(config.seed), bucket_run=int(data.bucket_run),
       shuffle=True, num_epochs=None, drop_remainder=True,
       process_index=process_index, process_count=process_count,
       local_device_count=local_device_count)
