@@ -414,6 +414,7 @@ def run_loop(config, steps: int, workdir: str, segment: int) -> LoopProbe:
   config.num_train_steps = steps
   config.eval_every_steps = steps  # Only after the last step (skipped).
   config.checkpoint_every_steps = steps
+  config.steps_per_call = 1  # the probe times train_step, one step a call
   probe = LoopProbe(segment)
   with mock.patch.object(train_lib, 'Trainer', _timed_trainer(probe)), \
       mock.patch.object(jax, 'device_get',

@@ -25,6 +25,9 @@ from conftest import ROOT
 SMOKE = 'configs/mha_translate.py:smoke'
 # No evaluation before the last step: these tests are about training.
 QUIET = ['--config.eval_every_steps=1000']
+# Two steps per compiled call (the checkpoint interval of :smoke): batches
+# stacked [2, B, ...] and split over the mesh by process.
+SCAN = '--config.steps_per_call=2'
 
 
 def free_port() -> int:
@@ -75,7 +78,7 @@ def final_params(workdir):
 def two_process_run(tmp_path_factory):
   """The smoke config (4 steps) as 2 processes x 2 devices."""
   workdir = str(tmp_path_factory.mktemp('two_processes'))
-  results = run_processes(workdir, 2, 2)
+  results = run_processes(workdir, 2, 2, SCAN)
   for rc, _, err in results:
     assert rc == 0, err[-3000:]
   return workdir, results
@@ -89,7 +92,7 @@ def test_two_processes_equal_one_process_with_four_devices(two_process_run,
   assert '4 devices, global batch 16' in results[0][2]
   # 1 process, 4 devices, the same (gloo) collectives: bit for bit.
   gloo = str(tmp_path / 'one_process_gloo')
-  [(rc, _, err)] = run_processes(gloo, 1, 4)
+  [(rc, _, err)] = run_processes(gloo, 1, 4, SCAN)
   assert rc == 0, err[-3000:]
   want, _ = final_params(gloo)
   for (path, a), (_, b) in zip(got, want):
@@ -101,7 +104,7 @@ def test_two_processes_equal_one_process_with_four_devices(two_process_run,
   # a shift shared by all keys), so Adam turns rounding noise into
   # learning-rate-sized steps.
   plain = str(tmp_path / 'one_process')
-  out = subprocess.run(train_cmd(plain), cwd=ROOT, env=env_with(4),
+  out = subprocess.run(train_cmd(plain, SCAN), cwd=ROOT, env=env_with(4),
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   want, _ = final_params(plain)
@@ -133,7 +136,7 @@ def test_two_processes_resume_from_a_checkpoint(two_process_run, tmp_path):
   resumed = str(tmp_path / 'resumed')
   shutil.copytree(workdir, resumed)
   shutil.rmtree(os.path.join(resumed, 'checkpoints', '4'))
-  results = run_processes(resumed, 2, 2)
+  results = run_processes(resumed, 2, 2, SCAN)
   for rc, _, err in results:
     assert rc == 0, err[-3000:]
   assert 'Resuming from checkpoint step 2' in results[0][2]
@@ -159,8 +162,11 @@ def _wait_for(proc, text, timeout=120):
 def test_sigterm_checkpoints_and_exits_0_and_a_second_run_is_refused(
     tmp_path):
   workdir = str(tmp_path)
+  # Calls of 8 steps and of 1 over 2 batch shapes in runs of 12: a stop
+  # may come with a batch read ahead, which the checkpoint must not count.
   flags = ['--config.num_train_steps=300', '--config.log_every_steps=1',
-           '--config.checkpoint_every_steps=1000']
+           '--config.checkpoint_every_steps=1000', '--config.steps_per_call=8',
+           '--config.data.num_buckets=2', '--config.data.bucket_run=12']
   first = subprocess.Popen(train_cmd(workdir, *flags), cwd=ROOT,
                            env=env_with(1), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)

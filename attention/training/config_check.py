@@ -50,16 +50,16 @@ _MODEL_CHOICES = {'score': 'SCORES', 'query': 'QUERIES',
 # Dotted keys and what they allow; a key a config does not have is skipped.
 _POSITIVE = (
     'batch_size', 'num_train_steps', 'eval_every_steps',
-    'checkpoint_every_steps', 'log_every_steps', 'num_negatives',
-    'model.num_layers', 'model.d_model', 'model.num_heads',
+    'checkpoint_every_steps', 'log_every_steps', 'steps_per_call',
+    'num_negatives', 'model.num_layers', 'model.d_model', 'model.num_heads',
     'model.num_kv_heads', 'model.mlp_dim', 'model.embed_dim',
     'model.hidden_dim', 'model.attention_dim', 'model.readout_dim',
     'model.chunk_size', 'model.max_length', 'eval.beam_size',
     'eval.num_negatives', 'eval.max_plot_len', 'data.num_buckets',
-    'data.pad_multiple', 'data.eval_batch_size', 'data.vocab_size',
-    'data.num_train', 'data.num_validation', 'data.num_test', 'data.min_len',
-    'data.max_train_len', 'data.max_test_len', 'data.max_len',
-    'data.max_examples')
+    'data.pad_multiple', 'data.bucket_run', 'data.eval_batch_size',
+    'data.vocab_size', 'data.num_train', 'data.num_validation',
+    'data.num_test', 'data.min_len', 'data.max_train_len', 'data.max_test_len',
+    'data.max_len', 'data.max_examples')
 _NON_NEGATIVE = (
     'seed', 'optimizer.warmup_steps', 'optimizer.weight_decay',
     'eval.max_decode_length', 'eval.num_alignment_examples',
@@ -204,13 +204,15 @@ def _above_zero(v):
 
 # Keys a resumed run may change without changing the experiment: when and
 # how often it evaluates, logs and checkpoints, how long it trains (upwards),
-# how the input pipeline is parallelised, the sweep it belongs to, and the
-# compute dtype (parameters and optimizer state are float32 in either, so
+# how many steps one compiled call runs (the same batches and parameters, to
+# float32 rounding), how the input pipeline is parallelised, the sweep it
+# belongs to, and the compute dtype (parameters and optimizer state are float32 in either, so
 # the checkpoint is the same; a run started before config.dtype existed
 # resumes as 'float32').
 RESUMABLE = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
-             'log_every_steps', 'sweep', 'eval.', 'data.num_threads',
-             'data.prefetch', 'data.eval_batch_size', 'dtype')
+             'log_every_steps', 'steps_per_call', 'sweep', 'eval.',
+             'data.num_threads', 'data.prefetch', 'data.eval_batch_size',
+             'dtype')
 
 
 def config_changes(stored: dict[str, Any], new: dict[str, Any]

@@ -270,7 +270,8 @@ class PreemptionWatcher:
   Single process: a SIGTERM handler (installed on entry, the previous one put
   back on exit) sets a flag. Several processes: JAX's preemption sync manager
   (it owns SIGTERM there) makes all processes agree on the step to stop at.
-  Call :meth:`should_stop` once after every step, on every process.
+  Call :meth:`should_stop` at every point where the loop may stop (after a
+  call of one or more steps), on every process, with ids that grow by one.
   """
 
   def __init__(self):
@@ -303,8 +304,12 @@ class PreemptionWatcher:
     # No logging here: a handler may interrupt a logging call.
     os.write(2, b'SIGTERM: finishing this step, then a checkpoint and exit.\n')
 
-  def should_stop(self, step: int) -> bool:
-    """Whether to checkpoint and stop after ``step`` (the same on every process)."""
+  def should_stop(self, check: int) -> bool:
+    """Whether to checkpoint and stop here (the same on every process).
+
+    ``check``: 1, 2, 3, ... at the loop's successive stopping points (JAX's
+    sync point is the first id after the largest any process has reached).
+    """
     if self._synced:
-      return multihost_utils.reached_preemption_sync_point(step)
+      return multihost_utils.reached_preemption_sync_point(check)
     return self._requested

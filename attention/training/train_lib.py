@@ -135,23 +135,27 @@ class Trainer:
     self.workdir = workdir
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P('data'))
+    self.stacked_sharding = NamedSharding(self.mesh, P(None, 'data'))
     self.task = tasks.get_task(config.task)(config, workdir)
     self.tx, self.schedule = make_optimizer(config)
     root = jax.random.key(int(config.seed))
     self.init_rng, self.dropout_rng = jax.random.split(root)
     self._compiled: dict[Any, Any] = {}
 
-  def to_device(self, batch: dict[str, np.ndarray],
-                keys=None) -> dict[str, jax.Array]:
+  def to_device(self, batch: dict[str, np.ndarray], keys=None, *,
+                stacked: bool = False) -> dict[str, jax.Array]:
     """This process' share of a global batch -> global arrays on the mesh.
 
-    Only ``keys`` (default: every field of the batch) are sent.
+    Only ``keys`` (default: every field of the batch) are sent. ``stacked``:
+    the arrays are [K, B, ...], K batches for :attr:`train_steps` (split
+    over the mesh on B).
     """
     keys = batch.keys() if keys is None else keys
     host = {k: np.asarray(batch[k]) for k in keys if k in batch}
+    sharding = self.stacked_sharding if stacked else self.batch_sharding
     if jax.process_count() == 1:  # the share is the batch: one transfer call
-      return jax.device_put(host, self.batch_sharding)
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+      return jax.device_put(host, sharding)
+    return {k: jax.make_array_from_process_local_data(sharding, v)
             for k, v in host.items()}
 
   def init_state(self) -> dict[str, Any]:
@@ -193,6 +197,24 @@ class Trainer:
     new_state = {'step': state['step'] + 1, 'params': params,
                  'opt_state': opt_state}
     return new_state, metrics
+
+  @functools.cached_property
+  def train_steps(self):
+    """:meth:`train_steps_fn` jitted: K steps in one call."""
+    return self.jit_train_step(self.train_steps_fn)
+
+  def train_steps_fn(self, state, batches, rng):
+    """K optimizer steps in one ``lax.scan`` (uncompiled).
+
+    ``batches``: the arrays of K batches stacked, [K, B, ...]. Each step is
+    :meth:`train_step_fn` (the same dropout key per step as K calls of it).
+
+    Returns:
+      (state after K steps, metrics stacked: each (sum, count) is ([K], [K])).
+    """
+    def body(carry, batch):
+      return self.train_step_fn(carry, batch, rng)
+    return jax.lax.scan(body, state, batches)
 
   def _jit(self, fn):
     """``jax.jit(fn)``, compiled once per function for this trainer."""
@@ -376,59 +398,96 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     run_eval(start)
     writer.flush()
   sums = _MetricSums()
-  pending = None  # (step, device metrics), fetched one step late
+  pending = None  # (step before the call, device metrics), fetched a call late
   interval_start, interval_steps = time.time(), 0
   run_start = time.time()
   steady = _SteadyRate()  # marked at the first log: the first step compiles
+  per_call = int(config.get('steps_per_call', 1))
+  calls = _CallBatches(train_iter)
+  queue: list[list[dict[str, np.ndarray]]] = []  # calls taken, not yet run
+  checks = 0  # preemption checks made
 
-  def fetch(pending_step, device_metrics):
-    metrics = jax.device_get(device_metrics)
-    if not (math.isfinite(float(metrics['loss'][0])) and math.isfinite(
-        float(metrics['grad_norm'][0]))):
-      raise FloatingPointError(
-          f'The training loss is {mean(*metrics["loss"])} (gradient norm '
-          f'{float(metrics["grad_norm"][0])}) at step {pending_step}: '
-          'stopping. No checkpoint of this state was written; '
-          f'{ckpts.describe_newest()}. Lower '
-          'config.optimizer.learning_rate or check the data.')
-    sums.add(metrics)
+  def fetch(before, device_metrics, log_at=(), rate=float('nan')):
+    """Checks a call's metrics step by step, adds them to ``sums`` and
+    writes the log lines of the steps in ``log_at``."""
+    metrics = jax.tree.map(np.atleast_1d, jax.device_get(device_metrics))
+    for i in range(len(metrics['loss'][0])):
+      at = {name: (total[i], count[i])
+            for name, (total, count) in metrics.items()}
+      if not (math.isfinite(float(at['loss'][0])) and math.isfinite(
+          float(at['grad_norm'][0]))):
+        raise FloatingPointError(
+            f'The training loss is {mean(*at["loss"])} (gradient norm '
+            f'{float(at["grad_norm"][0])}) at step {before + i + 1}: '
+            'stopping. No checkpoint of this state was written; '
+            f'{ckpts.describe_newest()}. Lower '
+            'config.optimizer.learning_rate or check the data.')
+      sums.add(at)
+      if before + i + 1 in log_at:
+        write_log(before + i + 1, rate)
+
+  def write_log(at_step, rate):
+    nonlocal sums
+    scalars = sums.means('train/')
+    scalars['train/steps_per_second'] = rate
+    scalars['train/elapsed_seconds'] = time.time() - run_start
+    writer.write_scalars(at_step, scalars)
+    eta = steady.eta(at_step, total_steps)
+    steady.mark(at_step)
+    logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', at_step,
+                 total_steps, scalars.get('train/loss', float('nan')),
+                 rate, eta)
+    sums = _MetricSums()
 
   step = start
   try:
     while step < total_steps:
-      batch = trainer.to_device(next(train_iter), task.train_keys)
-      state, metrics = trainer.train_step(state, batch, trainer.dropout_rng)
+      if not queue:  # K steps, or fewer before an eval/checkpoint/the end
+        limit = min(per_call, _next_boundary(step, config) - step)
+        queue = _split_call(calls.take(limit), per_call)
+      host_batches = queue.pop(0)
+      n = len(host_batches)
+      if n == 1:
+        batch = trainer.to_device(host_batches[0], task.train_keys)
+        state, metrics = trainer.train_step(state, batch, trainer.dropout_rng)
+      else:
+        batch = trainer.to_device(_stack(host_batches), task.train_keys,
+                                  stacked=True)
+        state, metrics = trainer.train_steps(state, batch,
+                                             trainer.dropout_rng)
       if pending is not None:
         fetch(*pending)
-      step += 1
-      interval_steps += 1
-      pending = (step, metrics)
+      before, step = step, step + n
+      interval_steps += n
+      pending = (before, metrics)
       is_last = step == total_steps
-      stop_now = not is_last and preemption.should_stop(step)
-      log_now = step % config.log_every_steps == 0 or is_last or stop_now
+      # Stop only where nothing taken from the data is left unrun. The sync
+      # point is counted in checks (+1 each), the same on every process.
+      stop_now = False
+      if not is_last and not queue:
+        checks += 1
+        stop_now = preemption.should_stop(checks)
+      log_now = (step // config.log_every_steps >
+                 before // config.log_every_steps) or is_last or stop_now
       eval_now = step % config.eval_every_steps == 0 or is_last
       ckpt_now = step % config.checkpoint_every_steps == 0 or is_last
       ckpt_now = ckpt_now or stop_now
       eval_now = eval_now and not stop_now  # the grace period is short
       if not (log_now or eval_now or ckpt_now):
         continue
-      fetch(*pending)  # Everything below sees this step's finite metrics.
+      # Everything below sees this call's finite metrics. One rate for the
+      # log lines of a call: the steps since the last log over the time since.
+      log_at = {s for s in range(before + 1, step + 1)
+                if s % config.log_every_steps == 0 or
+                (s == step and (is_last or stop_now))}
+      jax.block_until_ready(pending[1])
+      fetch(*pending, log_at=log_at,
+            rate=interval_steps / max(time.time() - interval_start, 1e-9))
       pending = None
       if log_now:
-        elapsed = time.time() - interval_start
-        rate = interval_steps / max(elapsed, 1e-9)
-        scalars = sums.means('train/')
-        scalars['train/steps_per_second'] = rate
-        scalars['train/elapsed_seconds'] = time.time() - run_start
-        writer.write_scalars(step, scalars)
-        eta = steady.eta(step, total_steps)
-        steady.mark(step)
-        logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step,
-                     total_steps, scalars.get('train/loss', float('nan')),
-                     rate, eta)
-        sums = _MetricSums()
         interval_start, interval_steps = time.time(), 0
       if ckpt_now:
+        calls.rewind()  # the data state of ``step``: no batch read ahead
         ckpts.save(step, state, train_iter)
       if eval_now:
         eval_started = time.time()
@@ -445,6 +504,68 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
     ckpts.close()
   return last_eval
+
+
+class _CallBatches:
+  """The training iterator read in runs of batches that share a shape.
+
+  :meth:`take` returns up to ``limit`` batches of one shape (one compiled
+  call scans them). To see where a run ends it reads one batch further; that
+  batch is held for the next call, together with the iterator's state before
+  it, and :meth:`rewind` puts it back, so that a checkpoint records exactly
+  the batches trained on.
+  """
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+    self.held = None  # (batch read ahead, the iterator's state before it)
+
+  def take(self, limit: int) -> list[dict[str, np.ndarray]]:
+    if self.held is not None:
+      batches, self.held = [self.held[0]], None
+    else:
+      batches = [next(self.iterator)]
+    shape = _shape(batches[0])
+    while len(batches) < limit:
+      before = self.iterator.get_state()
+      batch = next(self.iterator)
+      if _shape(batch) != shape:
+        self.held = (batch, before)
+        break
+      batches.append(batch)
+    return batches
+
+  def rewind(self) -> None:
+    if self.held is not None:
+      self.iterator.set_state(self.held[1])
+      self.held = None
+
+
+def _shape(batch: dict[str, np.ndarray]) -> tuple:
+  return tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
+
+
+def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def _split_call(batches: list, per_call: int) -> list[list]:
+  """Batches of one shape -> calls of ``per_call`` steps, then single steps.
+
+  The steps left over (before an evaluation or checkpoint step, or at the
+  end of a bucket's run) run one per call, so that two call lengths are
+  compiled per batch shape.
+  """
+  full = len(batches) // per_call * per_call
+  return ([batches[i:i + per_call] for i in range(0, full, per_call)]
+          + [[b] for b in batches[full:]])
+
+
+def _next_boundary(step: int, config) -> int:
+  """The first step after ``step`` that evaluates, checkpoints or ends."""
+  every = (int(config.eval_every_steps), int(config.checkpoint_every_steps))
+  return min([(step // e + 1) * e for e in every]
+             + [int(config.num_train_steps)])
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str,
