@@ -1,4 +1,5 @@
-"""Every config's train, eval and decode steps lower for CUDA and TPU, here.
+"""Every config's train, eval and decode steps lower for CUDA and TPU, here
+(the train step alone and scanned config.steps_per_call times).
 
 On an abstract mesh of 8 devices over 'data', float32 and bfloat16, with
 ``implementation=None`` resolving as on each platform; where dispatch chose a
@@ -35,7 +36,7 @@ def test_steps_lower_for_cuda_and_tpu(name, dtype):
   config.dtype = dtype
   out = lowering.lower(config, ('cuda', 'tpu'), assume_cudnn=CUDNN)
   for platform, steps in out.items():
-    assert {'train_step', 'eval_step'} <= set(steps)
+    assert {'train_step', 'train_steps', 'eval_step'} <= set(steps)
     for step, lowered in steps.items():
       text = lowered.as_text()
       if lowered.mesh == lowering.ONE_DEVICE:  # cuDNN needs real devices
@@ -55,6 +56,7 @@ def test_steps_lower_for_cuda_and_tpu(name, dtype):
                      for step, lowered in out['cuda'].items()}
   if name == 'mha_translate' and dtype == 'bfloat16':
     assert 'cudnn' in implementations['train_step']
+    assert 'cudnn' in implementations['train_steps']
     assert 'cudnn' in implementations['greedy']
   if dtype == 'float32':
     assert all(i <= {'xla'} for i in implementations.values())

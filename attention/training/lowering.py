@@ -74,7 +74,8 @@ def lower(config: ml_collections.ConfigDict, platforms=('cuda', 'tpu'), *,
           num_devices: int = 8, assume_cudnn: int | None = None,
           workdir: str | None = None) -> dict[str, dict[str, Lowered]]:
   """{platform: {step: Lowered}}, steps 'train_step', 'eval_step' and each
-  predictor of the task.
+  predictor of the task; with config.steps_per_call K > 1 also
+  'train_steps', the K-step scan the loop runs.
 
   Args:
     config: an experiment config (its data is read or generated, to get the
@@ -141,6 +142,12 @@ def _steps(trainer):
                                next(iter(task.eval_batches('validation'))))
   steps = {'train_step': (trainer.train_step_fn, (state, train_batch, rng)),
            'eval_step': (task.eval_step, (params, eval_batch))}
+  per_call = int(trainer.config.get('steps_per_call', 1))
+  if per_call > 1:
+    stacked = {k: jax.ShapeDtypeStruct((per_call, *v.shape), v.dtype,
+                                       sharding=trainer.stacked_sharding)
+               for k, v in train_batch.items()}
+    steps['train_steps'] = (trainer.train_steps_fn, (state, stacked, rng))
   for name, fn in task.predictors().items():
     steps[name] = (fn, (params, eval_batch))
   return steps
@@ -151,7 +158,8 @@ def _trace_and_lower(trainer, steps, name, platform):
   # A new function object per platform: JAX reuses a function's traces (even
   # under a new jax.jit), and attention dispatch happens while tracing.
   fn = functools.partial(fn)
-  jitted = trainer.jit_train_step(fn) if name == 'train_step' else jax.jit(fn)
+  jitted = (trainer.jit_train_step(fn) if name.startswith('train_step')
+            else jax.jit(fn))
   with dot_product.target_platform(PLATFORMS[platform]) as chosen:
     traced = jitted.trace(*args)
   return Lowered(_lower(traced, platform), list(chosen),
