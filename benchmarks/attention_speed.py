@@ -417,7 +417,7 @@ def splice(old, generated):
   """`old` with the text between BEGIN and END replaced by `generated`.
 
   Without the markers, the block goes before benchmarks/train_step.py's
-  section (which that script rewrites to the end of the file), or at the end.
+  section (that script rewrites its sections in place), or at the end.
   """
   block = f'{BEGIN}\n\n{generated.strip()}\n\n{END}'
   if BEGIN in old and END in old.split(BEGIN, 1)[1]:

@@ -875,7 +875,7 @@ def splice(text, section):
   """`text` with the section between the markers replaced by `section`.
 
   Without the markers, the section goes before benchmarks/train_step.py's
-  (which that script rewrites to the end of the file), or at the end.
+  (that script rewrites its sections in place), or at the end.
   """
   block = f'{BEGIN}\n\n{section.strip()}\n\n{END}'
   if BEGIN in text and END in text.split(BEGIN, 1)[1]:

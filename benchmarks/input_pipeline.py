@@ -27,7 +27,8 @@ written to a temporary folder instead (the report says which). Target: at
 least 500 batches/s per task, the rate a 2 ms accelerator step consumes.
 
 Part 2, the train loop (``attention.training.train_lib.train_and_evaluate``
-itself, unchanged) at the default configs mha_translate and mha_movies
+itself, with one step per compiled call: config.steps_per_call=1) at the
+default configs mha_translate and mha_movies
 (--quick: their :smoke variants): the share of the loop's wall time spent
 outside the compiled step. The benchmark swaps in a ``Trainer`` whose
 ``train_step`` wraps the jitted step and notes when each call starts and
