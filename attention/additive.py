@@ -78,7 +78,7 @@ class AdditiveAttention(nn.Module):
 
   def project_keys(self, keys: Array) -> Array:
     """W_k·k for every key: [B, S, Dk] -> [B, S, A]. Compute once per sequence."""
-    _check_rank('AdditiveAttention', 'keys', keys, (3,), '[B, S, Dk]')
+    check_rank('AdditiveAttention', 'keys', keys, (3,), '[B, S, Dk]')
     return self.key(keys)
 
   def __call__(self, query: Array, keys: Array, values: Array | None = None,
@@ -99,26 +99,17 @@ class AdditiveAttention(nn.Module):
       ``(context, weights)``: context [B, Dv] or [B, T, Dv] in the
       computation dtype; weights float32 [B, S] or [B, T, S].
     """
-    query_BTD, values, mask_BTS, single_step = _prepare(
-        'AdditiveAttention', query, keys, values, mask)
+    name = type(self).__name__
+    query_BTD, values, mask_BTS, single_step = prepare(
+        name, query, keys, values, mask)
     if projected_keys is None:
       projected_keys = self.project_keys(keys)
-    elif projected_keys.shape != keys.shape[:2] + (self.features,):
-      raise ValueError('AdditiveAttention: projected_keys must be '
-                       f'[B, S, A] = {keys.shape[:2] + (self.features,)} '
-                       f'(from project_keys), got {projected_keys.shape}.')
-    dtype = nn.dtypes.canonicalize_dtype(query, keys, self.v, dtype=self.dtype)
-    q_BTA = self.query(query_BTD).astype(dtype)
-    k_BSA = projected_keys.astype(dtype)
-    hidden_BTSA = q_BTA[:, :, None, :] + k_BSA[:, None, :, :]
-    if self.use_bias:
-      hidden_BTSA = hidden_BTSA + self.bias.astype(dtype).reshape(1, 1, 1, -1)
-    v_A = self.v
-    if self.normalize:
-      v_A = self.g * v_A / jnp.linalg.norm(v_A)
-    scores_BTS = jnp.einsum('BTSA,A->BTS', jnp.tanh(hidden_BTSA),
-                            v_A.astype(dtype), precision=self.precision)
-    return _attend(scores_BTS, values, mask_BTS, single_step, self.precision)
+    scores_BTS = additive_scores(
+        name, query, self.query(query_BTD), projected_keys, keys,
+        bias=self.bias if self.use_bias else None, v=self.v,
+        g=self.g if self.normalize else None, dtype=self.dtype,
+        precision=self.precision)
+    return attend(scores_BTS, values, mask_BTS, single_step, self.precision)
 
 
 class MultiplicativeAttention(nn.Module):
@@ -140,7 +131,7 @@ class MultiplicativeAttention(nn.Module):
 
   def project_keys(self, keys: Array) -> Array:
     """Nothing to precompute for this score: returns ``keys`` [B, S, Dk]."""
-    _check_rank('MultiplicativeAttention', 'keys', keys, (3,), '[B, S, Dk]')
+    check_rank('MultiplicativeAttention', 'keys', keys, (3,), '[B, S, Dk]')
     return keys
 
   @nn.compact
@@ -148,30 +139,69 @@ class MultiplicativeAttention(nn.Module):
                *, mask: Array | None = None,
                projected_keys: Array | None = None):
     """Same arguments and returns as :meth:`AdditiveAttention.__call__`."""
-    query_BTD, values, mask_BTS, single_step = _prepare(
-        'MultiplicativeAttention', query, keys, values, mask)
+    name = type(self).__name__
+    query_BTD, values, mask_BTS, single_step = prepare(
+        name, query, keys, values, mask)
     keys = keys if projected_keys is None else projected_keys
     kernel = self.param('kernel', self.kernel_init,
                         (query_BTD.shape[-1], keys.shape[-1]),
                         self.param_dtype)
-    query_BTD, keys, kernel = nn.dtypes.promote_dtype(
-        query_BTD, keys, kernel, dtype=self.dtype)
-    q_BTK = jnp.einsum('BTD,DK->BTK', query_BTD, kernel,
-                       precision=self.precision)
-    scores_BTS = jnp.einsum('BTK,BSK->BTS', q_BTK, keys,
-                            precision=self.precision)
+    scale = None
     if self.use_scale:
       scale = self.param('scale', nn.initializers.ones_init(), (),
                          self.param_dtype)
-      scores_BTS = scores_BTS * scale.astype(scores_BTS.dtype)
-    return _attend(scores_BTS, values, mask_BTS, single_step, self.precision)
+    scores_BTS = multiplicative_scores(name, query_BTD, keys, kernel, scale,
+                                       dtype=self.dtype,
+                                       precision=self.precision)
+    return attend(scores_BTS, values, mask_BTS, single_step, self.precision)
 
 
 BahdanauAttention = AdditiveAttention
 LuongAttention = MultiplicativeAttention
 
 
-def _attend(scores_BTS, values_BSDv, mask_BTS, single_step, precision):
+# The layers' math, shared with the NNX layers (attention.nnx).
+
+
+def additive_scores(name, query, q_BTA, k_BSA, keys, *, bias, v, g, dtype,
+                    precision):
+  """e = vᵀ tanh(q + k + b) [B, T, S] from the projected queries ``q_BTA``
+  and keys ``k_BSA``, in ``dtype`` (default: of the query, keys and v);
+  with ``g``, v is weight-normalised (g·v/‖v‖)."""
+  features = v.shape[-1]
+  if k_BSA.shape != keys.shape[:2] + (features,):
+    raise ValueError(f'{name}: projected_keys must be '
+                     f'[B, S, A] = {keys.shape[:2] + (features,)} '
+                     f'(from project_keys), got {k_BSA.shape}.')
+  dtype = nn.dtypes.canonicalize_dtype(query, keys, v, dtype=dtype)
+  q_BTA, k_BSA = q_BTA.astype(dtype), k_BSA.astype(dtype)
+  hidden_BTSA = q_BTA[:, :, None, :] + k_BSA[:, None, :, :]
+  if bias is not None:
+    hidden_BTSA = hidden_BTSA + bias.astype(dtype).reshape(1, 1, 1, -1)
+  if g is not None:
+    v = g * v / jnp.linalg.norm(v)
+  return jnp.einsum('BTSA,A->BTS', jnp.tanh(hidden_BTSA), v.astype(dtype),
+                    precision=precision)
+
+
+def multiplicative_scores(name, query_BTD, keys_BSK, kernel, scale, *, dtype,
+                          precision):
+  """e = (qᵀ W)·k [B, T, S], times ``scale`` if given."""
+  if kernel.shape != (query_BTD.shape[-1], keys_BSK.shape[-1]):
+    raise ValueError(f'{name}: kernel {kernel.shape} does not map queries of '
+                     f'{query_BTD.shape[-1]} features to keys of '
+                     f'{keys_BSK.shape[-1]}.')
+  query_BTD, keys_BSK, kernel = nn.dtypes.promote_dtype(
+      query_BTD, keys_BSK, kernel, dtype=dtype)
+  q_BTK = jnp.einsum('BTD,DK->BTK', query_BTD, kernel, precision=precision)
+  scores_BTS = jnp.einsum('BTK,BSK->BTS', q_BTK, keys_BSK,
+                          precision=precision)
+  if scale is not None:
+    scores_BTS = scores_BTS * scale.astype(scores_BTS.dtype)
+  return scores_BTS
+
+
+def attend(scores_BTS, values_BSDv, mask_BTS, single_step, precision):
   """Masked float32 softmax over S, then the weighted sum of the values."""
   weights_BTS = masks_lib.masked_softmax(scores_BTS, mask_BTS)
   context_BTDv = jnp.einsum('BTS,BSD->BTD',
@@ -183,12 +213,12 @@ def _attend(scores_BTS, values_BSDv, mask_BTS, single_step, precision):
   return context_BTDv, weights_BTS
 
 
-def _prepare(name, query, keys, values, mask):
+def prepare(name, query, keys, values, mask):
   """Validates shapes; returns query [B, T, Dq], values, mask [B, T|1, S]."""
-  _check_rank(name, 'query', query, (2, 3), '[B, Dq] or [B, T, Dq]')
-  _check_rank(name, 'keys', keys, (3,), '[B, S, Dk]')
+  check_rank(name, 'query', query, (2, 3), '[B, Dq] or [B, T, Dq]')
+  check_rank(name, 'keys', keys, (3,), '[B, S, Dk]')
   values = keys if values is None else values
-  _check_rank(name, 'values', values, (3,), '[B, S, Dv]')
+  check_rank(name, 'values', values, (3,), '[B, S, Dv]')
   B, S = keys.shape[:2]
   if query.shape[0] != B or values.shape[:2] != (B, S):
     raise ValueError(f'{name}: query {query.shape}, keys {keys.shape} and '
@@ -210,7 +240,7 @@ def _prepare(name, query, keys, values, mask):
   return query_BTD, values, mask, single_step
 
 
-def _check_rank(name, arg, x, ranks, layout):
+def check_rank(name, arg, x, ranks, layout):
   if getattr(x, 'ndim', None) not in ranks:
     raise ValueError(f'{name}: {arg} must be {layout}, got shape '
                      f'{getattr(x, "shape", type(x))}.')

@@ -101,19 +101,15 @@ class MultiHeadAttention(nn.Module):
       [B, T, Dout]; with ``return_weights`` ``(outputs, weights)`` where
       weights are float32 [B, N, T, S].
     """
-    if self.rotary_base is not None and inputs_kv is not None:
-      raise ValueError(
-          f'{type(self).__name__}: rotary_base applies to self-attention '
-          '(inputs_kv=None); queries and keys of two different sequences have '
-          'no shared positions. Use rotary_base=None for cross-attention.')
-    if positions is not None and self.rotary_base is None:
-      raise ValueError(f'{type(self).__name__}: positions are only used with '
-                       'rotary_base set; got positions with rotary_base=None.')
+    name = type(self).__name__
+    check_call(name, inputs_q, inputs_kv, rotary_base=self.rotary_base,
+               positions=positions, decode=self.decode)
     inputs_kv = inputs_q if inputs_kv is None else inputs_kv
     qkv_features = self.qkv_features or inputs_q.shape[-1]
     out_features = self.out_features or inputs_q.shape[-1]
     num_kv_heads = self.num_kv_heads or self.num_heads
-    self._check(inputs_q, inputs_kv, qkv_features, num_kv_heads)
+    check_config(name, num_heads=self.num_heads, qkv_features=qkv_features,
+                 num_kv_heads=num_kv_heads, dropout_rate=self.dropout_rate)
     head_dim = qkv_features // self.num_heads
 
     dense = functools.partial(
@@ -131,17 +127,16 @@ class MultiHeadAttention(nn.Module):
       q_BTNH = layer_norm(name='query_ln')(q_BTNH)
       k_BSKH = layer_norm(name='key_ln')(k_BSKH)
     if self.rotary_base is not None:
-      if positions is None:
-        positions = jnp.arange(q_BTNH.shape[1])[None]
-        if self.decode and self.has_variable('cache', 'cache_index'):
-          positions = positions + self.get_variable('cache', 'cache_index')
-      q_BTNH = rotary_lib.rotary_embedding(q_BTNH, positions, self.rotary_base)
-      k_BSKH = rotary_lib.rotary_embedding(k_BSKH, positions, self.rotary_base)
+      index = None
+      if self.decode and self.has_variable('cache', 'cache_index'):
+        index = self.get_variable('cache', 'cache_index')
+      q_BTNH, k_BSKH = rotate(q_BTNH, k_BSKH, positions, self.rotary_base,
+                              index)
 
     if self.decode:
       k_BSKH, v_BSKH, decode_mask = self._update_cache(k_BSKH, v_BSKH)
       if decode_mask is not None:
-        mask, is_causal = masks_lib.combine_masks(mask, decode_mask), False
+        mask, is_causal = with_decode_mask(mask, decode_mask)
 
     dropout_rng = None
     if self.dropout_rate > 0.0 and not deterministic:
@@ -177,48 +172,105 @@ class MultiHeadAttention(nn.Module):
                                 lambda: jnp.array(0, dtype=jnp.int32))
     if not initialised:
       return k_BTKH, v_BTKH, None
-    B, T, K, H = k_BTKH.shape
-    max_length = cached_key.value.shape[1]
-    if cached_key.value.shape[::2] != (B, K) or T > max_length:
-      raise ValueError(
-          'MultiHeadAttention(decode=True): this call has keys of shape '
-          f'[B, T, K, H] = {k_BTKH.shape} but the cache holds '
-          f'{cached_key.value.shape} ([B, S_max, K, H]); a call can add at '
-          'most S_max tokens for the same batch and heads. Re-initialise the '
-          'cache with inputs of the maximum length.')
-    index = cache_index.value
-    if not isinstance(index, jax.core.Tracer) and int(index) + T > max_length:
-      raise ValueError(
-          f'MultiHeadAttention(decode=True): the cache holds {int(index)} of '
-          f'{max_length} positions and cannot take {T} more.')
-    zero = jnp.zeros((), jnp.int32)
-    start = (zero, index, zero, zero)
-    cached_key.value = jax.lax.dynamic_update_slice(
-        cached_key.value, k_BTKH.astype(cached_key.value.dtype), start)
-    cached_value.value = jax.lax.dynamic_update_slice(
-        cached_value.value, v_BTKH.astype(cached_value.value.dtype), start)
-    cache_index.value = index + T
-    causal_11TS = masks_lib.make_causal_mask(T, max_length, offset=index)
-    return cached_key.value, cached_value.value, causal_11TS
+    key, value, index, causal_11TS = append_to_cache(
+        type(self).__name__, cached_key.value, cached_value.value,
+        cache_index.value, k_BTKH, v_BTKH)
+    cached_key.value, cached_value.value = key, value
+    cache_index.value = index
+    return key, value, causal_11TS
 
-  def _check(self, inputs_q, inputs_kv, qkv_features, num_kv_heads):
-    name = type(self).__name__
-    for arg, x in (('inputs_q', inputs_q), ('inputs_kv', inputs_kv)):
-      if x.ndim != 3:
-        raise ValueError(f'{name}: {arg} must be [B, length, features], got '
-                         f'shape {x.shape}.')
-    if inputs_q.shape[0] != inputs_kv.shape[0]:
-      raise ValueError(f'{name}: inputs_q {inputs_q.shape} and inputs_kv '
-                       f'{inputs_kv.shape} have different batch sizes.')
-    if self.num_heads < 1 or qkv_features % self.num_heads:
-      raise ValueError(f'{name}: qkv_features={qkv_features} must be divisible '
-                       f'by num_heads={self.num_heads}.')
-    if num_kv_heads < 1 or self.num_heads % num_kv_heads:
-      raise ValueError(f'{name}: num_heads={self.num_heads} must be divisible '
-                       f'by num_kv_heads={num_kv_heads}.')
-    if not 0.0 <= self.dropout_rate < 1.0:
-      raise ValueError(f'{name}: dropout_rate must be in [0, 1), got '
-                       f'{self.dropout_rate}.')
-    if self.decode and inputs_kv is not inputs_q:
-      raise ValueError(f'{name}: decode=True caches self-attention keys; for '
-                       'cross-attention (inputs_kv given) use decode=False.')
+
+# The layer's math, shared with the NNX layer (attention.nnx).
+
+
+def check_config(name: str, *, num_heads: int, qkv_features: int,
+                 num_kv_heads: int, dropout_rate: float,
+                 in_features: tuple[int, ...] = ()) -> None:
+  """Head counts, sizes and the dropout rate; a ValueError naming them."""
+  for width in in_features:
+    if not isinstance(width, int) or width < 1:
+      raise ValueError(f'{name}: input feature sizes must be positive ints, '
+                       f'got {in_features}.')
+  if num_heads < 1 or qkv_features % num_heads:
+    raise ValueError(f'{name}: qkv_features={qkv_features} must be divisible '
+                     f'by num_heads={num_heads}.')
+  if num_kv_heads < 1 or num_heads % num_kv_heads:
+    raise ValueError(f'{name}: num_heads={num_heads} must be divisible '
+                     f'by num_kv_heads={num_kv_heads}.')
+  if not 0.0 <= dropout_rate < 1.0:
+    raise ValueError(f'{name}: dropout_rate must be in [0, 1), got '
+                     f'{dropout_rate}.')
+
+
+def check_call(name: str, inputs_q: Array, inputs_kv: Array | None, *,
+               rotary_base: float | None, positions: Array | None,
+               decode: bool) -> None:
+  """The call's inputs (``inputs_kv`` None: self-attention) against the
+  layer's settings."""
+  if rotary_base is not None and inputs_kv is not None:
+    raise ValueError(
+        f'{name}: rotary_base applies to self-attention '
+        '(inputs_kv=None); queries and keys of two different sequences have '
+        'no shared positions. Use rotary_base=None for cross-attention.')
+  if positions is not None and rotary_base is None:
+    raise ValueError(f'{name}: positions are only used with '
+                     'rotary_base set; got positions with rotary_base=None.')
+  if decode and inputs_kv is not None and inputs_kv is not inputs_q:
+    raise ValueError(f'{name}: decode=True caches self-attention keys; for '
+                     'cross-attention (inputs_kv given) use decode=False.')
+  inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+  for arg, x in (('inputs_q', inputs_q), ('inputs_kv', inputs_kv)):
+    if x.ndim != 3:
+      raise ValueError(f'{name}: {arg} must be [B, length, features], got '
+                       f'shape {x.shape}.')
+  if inputs_q.shape[0] != inputs_kv.shape[0]:
+    raise ValueError(f'{name}: inputs_q {inputs_q.shape} and inputs_kv '
+                     f'{inputs_kv.shape} have different batch sizes.')
+
+
+def rotate(q_BTNH: Array, k_BTKH: Array, positions: Array | None,
+           base: float, cache_index: Array | None = None):
+  """Rotary embeddings of queries and keys at ``positions`` (default
+  0..T-1, after ``cache_index`` cached positions)."""
+  if positions is None:
+    positions = jnp.arange(q_BTNH.shape[1])[None]
+    if cache_index is not None:
+      positions = positions + cache_index
+  return (rotary_lib.rotary_embedding(q_BTNH, positions, base),
+          rotary_lib.rotary_embedding(k_BTKH, positions, base))
+
+
+def append_to_cache(name: str, cached_key: Array, cached_value: Array,
+                    index: Array, k_BTKH: Array, v_BTKH: Array):
+  """This call's keys/values written into the cache at ``index``.
+
+  Returns:
+    (keys [B, S_max, K, H], values, index + T, the causal mask
+    [1, 1, T, S_max] of this call's queries against the cache).
+  """
+  B, T, K, _ = k_BTKH.shape
+  max_length = cached_key.shape[1]
+  if cached_key.shape[::2] != (B, K) or T > max_length:
+    raise ValueError(
+        f'{name}(decode=True): this call has keys of shape '
+        f'[B, T, K, H] = {k_BTKH.shape} but the cache holds '
+        f'{cached_key.shape} ([B, S_max, K, H]); a call can add at '
+        'most S_max tokens for the same batch and heads. Re-initialise the '
+        'cache with inputs of the maximum length.')
+  if not isinstance(index, jax.core.Tracer) and int(index) + T > max_length:
+    raise ValueError(
+        f'{name}(decode=True): the cache holds {int(index)} of '
+        f'{max_length} positions and cannot take {T} more.')
+  zero = jnp.zeros((), jnp.int32)
+  start = (zero, index, zero, zero)
+  key = jax.lax.dynamic_update_slice(cached_key,
+                                     k_BTKH.astype(cached_key.dtype), start)
+  value = jax.lax.dynamic_update_slice(
+      cached_value, v_BTKH.astype(cached_value.dtype), start)
+  causal_11TS = masks_lib.make_causal_mask(T, max_length, offset=index)
+  return key, value, index + T, causal_11TS
+
+
+def with_decode_mask(mask: Array | None, decode_mask: Array):
+  """(mask and the cache's causal mask, is_causal=False: it is in there)."""
+  return masks_lib.combine_masks(mask, decode_mask), False
