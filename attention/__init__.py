@@ -13,6 +13,8 @@ nothing of translation or movies::
   multihead.py    MultiHeadAttention (grouped-query heads, decode cache)
   additive.py     AdditiveAttention (Bahdanau), MultiplicativeAttention (Luong)
   rotary.py       rotary position embeddings
+  nnx.py          the same layers as native flax.nnx modules
+                  (``from attention import nnx as attn``)
 
 The experiments are built on them, each room importing only the rooms below:
 
