@@ -4,6 +4,10 @@
   AdditiveAttention (BahdanauAttention) as attention.AdditiveAttention
   MultiplicativeAttention (LuongAttention) as attention.MultiplicativeAttention
 
+and two models built on them: ``attention.nnx.sasrec`` (SASRec) and
+``attention.nnx.rnnsearch`` (RNNsearch's decoder step, its source memory and
+state as ``nnx.Cache``).
+
 They are eager NNX modules: the input sizes are given at construction, the
 parameters exist once it returns, dropout draws from the ``nnx.Rngs`` given
 there (or to the call), and the decode cache is ``nnx.Cache`` state made by

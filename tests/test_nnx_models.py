@@ -1,0 +1,166 @@
+"""attention.nnx.sasrec and attention.nnx.rnnsearch: two models in NNX.
+
+Forward equality with the linen models from converted weights (both ways
+for SASRec), SASRec trained a few hundred steps on the toy movie world, and
+the RNNsearch decoder step with its source and state as nnx.Cache.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from attention.models import rnnsearch
+from attention.models import sasrec
+from attention import nnx as attn
+from attention.nnx import rnnsearch as rnnsearch_nnx
+from attention.nnx import sasrec as sasrec_nnx
+from attention.tasks import movies as movies_task
+from configs import mha_movies
+from conftest import SRC
+from conftest import TGT_IN
+
+SIZES = dict(num_layers=2, d_model=16, num_heads=2, mlp_dim=32,
+             dropout_rate=0.0)
+
+
+def test_sasrec_equals_linen_on_converted_weights_both_ways():
+  inputs = np.array([[3, 7, 1, 9, 0, 0], [5, 2, 8, 8, 4, 6]], np.int32)
+  lengths = np.array([4, 6])
+  candidates = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
+  linen_model = sasrec.Model(num_items=12, max_len=6, **SIZES)
+  params = linen_model.init(jax.random.key(0), inputs, None)['params']
+  model = sasrec_nnx.SASRec(12, 6, rngs=nnx.Rngs(1), **SIZES)
+  sasrec_nnx.load_linen_params(model, params)
+  want, _ = linen_model.apply({'params': params}, inputs, None)
+  np.testing.assert_allclose(model(inputs), want, rtol=1e-5, atol=1e-5)
+  want, _ = linen_model.apply({'params': params}, inputs, lengths, None,
+                              candidates, method='score_next')
+  np.testing.assert_allclose(model.score_next(inputs, lengths, candidates),
+                             want, rtol=1e-5, atol=1e-5)
+  back = sasrec_nnx.linen_params(model)
+  assert jax.tree.structure(back) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope='module')
+def movie_task(tmp_path_factory):
+  config = mha_movies.get_config('smoke')
+  return movies_task.Task(config, str(tmp_path_factory.mktemp('nnx_task')))
+
+
+def test_sasrec_trains_on_the_toy_world_and_scores_as_linen(movie_task):
+  task, m = movie_task, movie_task.config.model
+  model = sasrec_nnx.SASRec(
+      task.num_items, int(task.config.data.max_len), num_layers=m.num_layers,
+      d_model=m.d_model, num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+      dropout_rate=0.1, rngs=nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer, inputs, targets, mask):
+    def loss_fn(model):
+      logits = model(inputs, deterministic=False)
+      logits = logits.at[..., 0].set(-1e9)  # item 0 is padding
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+      return (loss * mask).sum() / mask.sum()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  batches = task.train_batches()
+  losses = []
+  for _ in range(300):
+    b = next(batches)
+    losses.append(float(train_step(model, optimizer, b['inputs'],
+                                   b['targets'], b['mask'])))
+  first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+  assert last < first - 1.0, (first, last)  # nats: it learnt the world
+  # The linen model with the converted weights scores the same.
+  params = sasrec_nnx.linen_params(model)
+  batch = next(iter(task.eval_batches('validation')))
+  want, _ = task.model.apply({'params': params}, batch['inputs'],
+                             batch['length'], batch['user'], None,
+                             method='score_next')
+  got = model.score_next(batch['inputs'], batch['length'])
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  metrics = task.eval_step(params, batch)
+  assert float(metrics['loss'][1]) > 0
+
+
+@pytest.mark.parametrize('query', ['previous_state', 'conditional'])
+def test_rnnsearch_decoder_step_equals_linen(query):
+  sizes = dict(embed_dim=8, hidden_dim=12, attention_dim=10, query=query,
+               readout_dim=6)
+  linen_model = rnnsearch.Model(src_vocab_size=12, tgt_vocab_size=10,
+                                **sizes)
+  variables = linen_model.init(jax.random.key(0), SRC, TGT_IN)
+  want, aux = linen_model.apply(variables, SRC, TGT_IN)
+  state = linen_model.apply(variables, SRC, 5, method='init_decode')
+  memory = state['memory']
+  decoder = rnnsearch_nnx.Decoder(10, rngs=nnx.Rngs(3), **sizes)
+  with pytest.raises(ValueError, match='no source cached; call init_cache'):
+    decoder(TGT_IN[:, 0])
+  attn.load_linen_params(
+      decoder, rnnsearch_nnx.linen_decoder_params(variables['params']))
+  decoder.init_cache(memory['annotations'], memory['src_mask'], state['s'])
+  step = nnx.jit(lambda decoder, token: decoder(token))
+  logits, alphas = zip(*[step(decoder, TGT_IN[:, t])
+                         for t in range(TGT_IN.shape[1])])
+  np.testing.assert_allclose(jnp.stack(logits, 1), want, rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(jnp.stack(alphas, 1), aux['alignment'],
+                             rtol=1e-5, atol=1e-6)
+  # The source and the state are nnx.Cache state; the state moved on.
+  cache = nnx.to_pure_dict(nnx.state(decoder, nnx.Cache))
+  assert set(cache) == {'annotations', 'projected_keys', 'src_mask', 'state'}
+  assert not np.allclose(cache['state'], state['s'])
+
+
+class Copier(nnx.Module):
+  """A toy encoder (token + position embeddings as annotations) and the
+  NNX RNNsearch decoder, trained to copy the source."""
+
+  def __init__(self, rngs):
+    self.src_embed = nnx.Embed(10, 24, rngs=rngs)
+    self.pos_embed = nnx.Embed(8, 24, rngs=rngs)
+    self.decoder = rnnsearch_nnx.Decoder(10, embed_dim=8, hidden_dim=12,
+                                         attention_dim=16, readout_dim=16,
+                                         rngs=rngs)
+
+  def __call__(self, src, tgt_in):
+    annotations = self.src_embed(src) + self.pos_embed(
+        jnp.arange(src.shape[1]))[None]
+    self.decoder.init_cache(annotations, src > 0,
+                            jnp.zeros((src.shape[0], 12)))
+    return jnp.stack([self.decoder(tgt_in[:, t])[0]
+                      for t in range(tgt_in.shape[1])], 1)
+
+
+def test_rnnsearch_decoder_step_trains_to_copy():
+  rng = np.random.default_rng(0)
+  model = Copier(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def train_step(model, optimizer, src, tgt_in):
+    def loss_fn(model):
+      logits = model(src, tgt_in)
+      return optax.softmax_cross_entropy_with_integer_labels(
+          logits, src).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  def batch():
+    src = rng.integers(3, 10, (32, 5)).astype(np.int32)
+    return src, np.concatenate([np.ones((32, 1), np.int32), src[:, :-1]], 1)
+
+  losses = [float(train_step(model, optimizer, *batch())) for _ in range(300)]
+  src, tgt_in = batch()
+  accuracy = float((model(src, tgt_in).argmax(-1) == src).mean())
+  assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+  assert accuracy > 0.8, accuracy  # chance: 1/7
