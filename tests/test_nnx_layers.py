@@ -75,6 +75,19 @@ def test_multihead_equals_linen_on_converted_weights_both_ways(setting):
       rtol=1e-6, atol=1e-6)
 
 
+def test_implementation_is_passed_to_dot_product_attention():
+  x, _, _ = _inputs()
+  layer = attn.MultiHeadAttention(4, D, num_kv_heads=2, rngs=nnx.Rngs(0))
+  chunked = attn.MultiHeadAttention(4, D, num_kv_heads=2,
+                                    implementation='chunked', rngs=nnx.Rngs(1))
+  attn.load_linen_params(chunked, attn.linen_params(layer))
+  np.testing.assert_allclose(chunked(x, is_causal=True),
+                             layer(x, is_causal=True), rtol=1e-5, atol=1e-6)
+  bad = attn.MultiHeadAttention(2, D, implementation='fast', rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="implementation"):
+    bad(x)
+
+
 def test_flax_nnx_multihead_weights_load_into_ours():
   x, _, mask = _inputs()
   theirs = nnx.MultiHeadAttention(num_heads=2, in_features=D, qkv_features=16,

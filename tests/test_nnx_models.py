@@ -1,8 +1,9 @@
 """attention.nnx.sasrec and attention.nnx.rnnsearch: two models in NNX.
 
 Forward equality with the linen models from converted weights (both ways
-for SASRec), SASRec trained a few hundred steps on the toy movie world, and
-the RNNsearch decoder step with its source and state as nnx.Cache.
+for SASRec); each trained 300 steps on :smoke toy data (SASRec on the movie
+world, the RNNsearch decoder step, its source and state as nnx.Cache, on
+toy translation behind a small embedding encoder).
 """
 
 import jax
@@ -18,7 +19,9 @@ from attention import nnx as attn
 from attention.nnx import rnnsearch as rnnsearch_nnx
 from attention.nnx import sasrec as sasrec_nnx
 from attention.tasks import movies as movies_task
+from attention.tasks import translate as translate_task
 from configs import mha_movies
+from configs import mha_translate
 from conftest import SRC
 from conftest import TGT_IN
 
@@ -120,47 +123,57 @@ def test_rnnsearch_decoder_step_equals_linen(query):
   assert not np.allclose(cache['state'], state['s'])
 
 
-class Copier(nnx.Module):
+class ToyTranslator(nnx.Module):
   """A toy encoder (token + position embeddings as annotations) and the
-  NNX RNNsearch decoder, trained to copy the source."""
+  NNX RNNsearch decoder step."""
 
-  def __init__(self, rngs):
-    self.src_embed = nnx.Embed(10, 24, rngs=rngs)
-    self.pos_embed = nnx.Embed(8, 24, rngs=rngs)
-    self.decoder = rnnsearch_nnx.Decoder(10, embed_dim=8, hidden_dim=12,
-                                         attention_dim=16, readout_dim=16,
-                                         rngs=rngs)
+  def __init__(self, src_vocab, tgt_vocab, rngs):
+    self.src_embed = nnx.Embed(src_vocab, 32, rngs=rngs)
+    self.pos_embed = nnx.Embed(64, 32, rngs=rngs)
+    self.decoder = rnnsearch_nnx.Decoder(tgt_vocab, embed_dim=16,
+                                         hidden_dim=16, attention_dim=16,
+                                         readout_dim=32, rngs=rngs)
 
   def __call__(self, src, tgt_in):
     annotations = self.src_embed(src) + self.pos_embed(
         jnp.arange(src.shape[1]))[None]
     self.decoder.init_cache(annotations, src > 0,
-                            jnp.zeros((src.shape[0], 12)))
+                            jnp.zeros((src.shape[0], 16)))
     return jnp.stack([self.decoder(tgt_in[:, t])[0]
                       for t in range(tgt_in.shape[1])], 1)
 
 
-def test_rnnsearch_decoder_step_trains_to_copy():
-  rng = np.random.default_rng(0)
-  model = Copier(nnx.Rngs(0))
+def test_rnnsearch_decoder_step_trains_on_toy_translation(tmp_path):
+  task = translate_task.Task(mha_translate.get_config('smoke'), str(tmp_path))
+  model = ToyTranslator(task.src_vocab.size, task.tgt_vocab.size,
+                        nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
+  def loss_and_accuracy(model, batch):
+    logits = model(batch['src'], batch['tgt_in'])
+    mask = batch['tgt_mask']
+    loss = optax.softmax_cross_entropy_with_integer_labels(
+        logits, batch['tgt_out'])
+    correct = logits.argmax(-1) == batch['tgt_out']
+    return (loss * mask).sum() / mask.sum(), (correct * mask).sum() / mask.sum()
+
   @nnx.jit
-  def train_step(model, optimizer, src, tgt_in):
-    def loss_fn(model):
-      logits = model(src, tgt_in)
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits, src).mean()
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
+  def train_step(model, optimizer, batch):
+    (loss, _), grads = nnx.value_and_grad(loss_and_accuracy, has_aux=True)(
+        model, batch)
     optimizer.update(model, grads)
     return loss
 
-  def batch():
-    src = rng.integers(3, 10, (32, 5)).astype(np.int32)
-    return src, np.concatenate([np.ones((32, 1), np.int32), src[:, :-1]], 1)
-
-  losses = [float(train_step(model, optimizer, *batch())) for _ in range(300)]
-  src, tgt_in = batch()
-  accuracy = float((model(src, tgt_in).argmax(-1) == src).mean())
-  assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
-  assert accuracy > 0.8, accuracy  # chance: 1/7
+  batches = task.train_batches()
+  keys = ('src', 'tgt_in', 'tgt_out', 'tgt_mask')
+  losses = [float(train_step(model, optimizer,
+                             {k: v for k, v in next(batches).items()
+                              if k in keys}))
+            for _ in range(300)]
+  batch = next(iter(task.eval_batches('validation')))
+  _, accuracy = nnx.jit(loss_and_accuracy)(
+      model, {k: batch[k] for k in keys})
+  # Measured: training loss 5.43 -> 0.05, validation token accuracy 51%
+  # after 300 steps on the :smoke data (256 pairs).
+  assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:20])
+  assert float(accuracy) > 0.35
