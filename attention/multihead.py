@@ -141,12 +141,10 @@ class MultiHeadAttention(nn.Module):
     dropout_rng = None
     if self.dropout_rate > 0.0 and not deterministic:
       dropout_rng = self.make_rng('dropout')
-    attended = dot_product_lib.dot_product_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
-        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
-        deterministic=deterministic, implementation=self.implementation,
-        return_weights=return_weights, precision=self.precision)
-    out_BTNH, weights_BNTS = attended if return_weights else (attended, None)
+    out_BTNH, weights_BNTS = attend(
+        self, q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
+        dropout_rng=dropout_rng, deterministic=deterministic,
+        return_weights=return_weights)
 
     out_BTD = nn.DenseGeneral(
         features=out_features, axis=(-2, -1), dtype=self.dtype,
@@ -269,6 +267,19 @@ def append_to_cache(name: str, cached_key: Array, cached_value: Array,
       cached_value, v_BTKH.astype(cached_value.dtype), start)
   causal_11TS = masks_lib.make_causal_mask(T, max_length, offset=index)
   return key, value, index + T, causal_11TS
+
+
+def attend(layer, q_BTNH: Array, k_BSKH: Array, v_BSKH: Array, *,
+           mask: Array | None, is_causal: bool, dropout_rng: Array | None,
+           deterministic: bool, return_weights: bool):
+  """dot_product_attention with ``layer``'s dropout_rate, implementation and
+  precision -> (outputs [B, T, N, H], weights [B, N, T, S] or None)."""
+  attended = dot_product_lib.dot_product_attention(
+      q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
+      dropout_rate=layer.dropout_rate, dropout_rng=dropout_rng,
+      deterministic=deterministic, implementation=layer.implementation,
+      return_weights=return_weights, precision=layer.precision)
+  return attended if return_weights else (attended, None)
 
 
 def with_decode_mask(mask: Array | None, decode_mask: Array):

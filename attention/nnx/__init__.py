@@ -197,12 +197,10 @@ class MultiHeadAttention(nnx.Module):
         raise ValueError(f'{name}: dropout needs rngs (at construction or '
                          'in the call).')
       dropout_rng = stream()
-    attended = dot_product_lib.dot_product_attention(
-        q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
-        dropout_rate=self.dropout_rate, dropout_rng=dropout_rng,
-        deterministic=deterministic, implementation=self.implementation,
-        return_weights=return_weights, precision=self.precision)
-    out_BTNH, weights_BNTS = attended if return_weights else (attended, None)
+    out_BTNH, weights_BNTS = multihead_lib.attend(
+        self, q_BTNH, k_BSKH, v_BSKH, mask=mask, is_causal=is_causal,
+        dropout_rng=dropout_rng, deterministic=deterministic,
+        return_weights=return_weights)
     out_BTD = self.out(out_BTNH)
     return (out_BTD, weights_BNTS) if return_weights else out_BTD
 
