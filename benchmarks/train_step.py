@@ -83,9 +83,10 @@ import jax  # pylint: disable=g-import-not-at-top
 from attention import masks as masks_lib  # pylint: disable=g-import-not-at-top
 from attention.training import train_lib  # pylint: disable=g-import-not-at-top
 from attention.models import transformer  # pylint: disable=g-import-not-at-top
+from benchmarks import sections  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ('mha', 'mha-xla', 'flax')
-TRAIN_STEP_HEADER = '## Train step (benchmarks/train_step.py)'
+TRAIN_STEP_HEADER = sections.TRAIN_STEP_HEADER
 PER_CALL_HEADER = ('## Steps per call (benchmarks/train_step.py '
                    '--compare steps_per_call)')
 LOOP_HEADER = '## Steps per call in the loop (benchmarks/train_step.py --compare loop)'
@@ -228,25 +229,13 @@ class Run:
     return times
 
 
-def replace_section(text: str, header: str, lines: list[str]) -> str:
-  """``text`` with the section under ``header`` (up to the next '## ') set
-  to ``lines``; appended when missing."""
-  block = '\n'.join(lines).rstrip('\n') + '\n'
-  if header not in text:
-    return text.rstrip('\n') + '\n\n' + block
-  head, rest = text.split(header, 1)
-  nxt = rest.find('\n## ')
-  tail = rest[nxt + 1:] if nxt >= 0 else ''
-  return head + block + ('\n' + tail if tail else '')
-
-
 def write_section(path: str, header: str, lines: list[str]) -> None:
   text = ''
   if os.path.exists(path):
     with open(path) as f:
       text = f.read()
   with open(path, 'w') as f:
-    f.write(replace_section(text, header, lines))
+    f.write(sections.replace_section(text, header, lines))
 
 
 # --- steps per call ---------------------------------------------------------

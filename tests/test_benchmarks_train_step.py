@@ -16,11 +16,11 @@ _spec.loader.exec_module(bench)
 
 def test_a_section_is_replaced_in_place_or_appended():
   text = '# B\n\n## One\n\nold\n\n## Two\n\nkept\n'
-  got = bench.replace_section(text, '## One', ['## One', '', 'new'])
+  got = bench.sections.replace_section(text, '## One', ['## One', '', 'new'])
   assert got == '# B\n\n## One\n\nnew\n\n## Two\n\nkept\n'
-  got = bench.replace_section(text, '## Two', ['## Two', '', 'new'])
+  got = bench.sections.replace_section(text, '## Two', ['## Two', '', 'new'])
   assert got == '# B\n\n## One\n\nold\n\n## Two\n\nnew\n'
-  got = bench.replace_section(text, '## Three', ['## Three', '', 'x'])
+  got = bench.sections.replace_section(text, '## Three', ['## Three', '', 'x'])
   assert got == text + '\n## Three\n\nx\n'
 
 
