@@ -6,9 +6,10 @@ r"""Trains an experiment.
 One process per host of a multi-process run: SLURM (several tasks), a TPU pod
 slice or a Kubernetes indexed job are detected; elsewhere pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I to each.
-SIGTERM stops after the current step with a checkpoint (exit status 0); the
-same command resumes. Resuming with a config that changes the experiment is
-refused (it lists the changes) unless --allow_config_change.
+SIGTERM stops after the current call (at most config.steps_per_call steps)
+with a checkpoint (exit status 0); the same command resumes. Resuming with a
+config that changes the experiment is refused (it lists the changes) unless
+--allow_config_change.
 
 The logic lives in attention.training.train_lib; this file only parses flags.
 """

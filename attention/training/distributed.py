@@ -265,7 +265,7 @@ class WorkdirLock:
 
 
 class PreemptionWatcher:
-  """Turns SIGTERM into "stop after this step" (a context manager).
+  """Turns SIGTERM into "stop after this call" (a context manager).
 
   Single process: a SIGTERM handler (installed on entry, the previous one put
   back on exit) sets a flag. Several processes: JAX's preemption sync manager
@@ -302,7 +302,7 @@ class PreemptionWatcher:
   def _on_sigterm(self, signum, frame):  # pylint: disable=unused-argument
     self._requested = True
     # No logging here: a handler may interrupt a logging call.
-    os.write(2, b'SIGTERM: finishing this step, then a checkpoint and exit.\n')
+    os.write(2, b'SIGTERM: finishing this call, then a checkpoint and exit.\n')
 
   def should_stop(self, check: int) -> bool:
     """Whether to checkpoint and stop here (the same on every process).

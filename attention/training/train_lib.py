@@ -322,8 +322,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints).
 
   Holds the workdir's lock throughout (a second run on it is refused) and
-  stops early on SIGTERM: after the current step it writes a checkpoint and
-  returns, and the next run resumes from there.
+  stops early on SIGTERM: after the current call (config.steps_per_call
+  steps at most) it writes a checkpoint and returns, and the next run
+  resumes from there.
 
   A resumed run must have the config it started with, but for the keys that
   do not change the experiment (config_check.RESUMABLE); other changes are
