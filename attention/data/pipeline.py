@@ -181,7 +181,6 @@ class _Planner:
       self._cache[epoch] = (rows, pads)
     return rows, pads
 
-
   def _order(self, rng: np.random.Generator, counts: list[int]) -> np.ndarray:
     """A shuffled order of the batches, buckets' batches in runs.
 
