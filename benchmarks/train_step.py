@@ -432,8 +432,8 @@ def per_call_rows(timings, tokens, compile_s, peer=None):
 def compare_steps_per_call(args):
   """The K axis (and the PyTorch peer) for translate; K=1 vs 8 for movies."""
   out = {}
-  for which, path in (('translate', args.config),
-                      ('movies', args.movies_config)):
+  todo = [('translate', args.config), ('movies', args.movies_config)]
+  for which, path in [(w, p) for w, p in todo if p]:
     config = load_config(path)
     per_call = args.per_call
     with tempfile.TemporaryDirectory() as workdir:
@@ -478,7 +478,7 @@ def compare_steps_per_call(args):
 
 
 def per_call_report(result, args):
-  tr, mv = result['translate'], result['movies']
+  tr, mv = result['translate'], result.get('movies')
   src, tgt = tr['shape']['src'], tr['shape']['tgt_in']
   lines = [
       PER_CALL_HEADER, '',
@@ -507,6 +507,8 @@ def per_call_report(result, args):
         f'| {name} | {row["ms_per_step"]:.1f} | {row["tokens_per_s"]:,.0f} | '
         f'{vs} | {row["sys_ms_per_step"]:.1f} | '
         f'{row["faults_per_step"]:,.0f} | {row["first_call_s"]:.1f} |')
+  if mv is None:
+    return lines
   inputs = mv['shape']['inputs']
   lines += [
       '', f'Movies: configs/mha_movies.py\'s SASRec ({mv["params"]:,} '
@@ -631,7 +633,8 @@ def main(argv=None):
   parser.add_argument('--config',
                       default=os.path.join(ROOT, 'configs', 'mha_translate.py'))
   parser.add_argument('--movies_config',
-                      default=os.path.join(ROOT, 'configs', 'mha_movies.py'))
+                      default=os.path.join(ROOT, 'configs', 'mha_movies.py'),
+                      help="the movie config ('' to leave the movies out)")
   parser.add_argument('--per_call', type=int, nargs='+',
                       default=[1, 2, 4, 8, 16],
                       help='steps per call to time (steps_per_call)')

@@ -1,7 +1,7 @@
 """attention.nnx.sasrec and attention.nnx.rnnsearch: two models in NNX.
 
 Forward equality with the linen models from converted weights (both ways
-for SASRec); each trained 300 steps on :smoke toy data (SASRec on the movie
+for SASRec); each trained 200 steps on :smoke toy data (SASRec on the movie
 world, the RNNsearch decoder step, its source and state as nnx.Cache, on
 toy translation behind a small embedding encoder).
 """
@@ -76,7 +76,7 @@ def test_sasrec_trains_on_the_toy_world_and_scores_as_linen(movie_task):
 
   batches = task.train_batches()
   losses = []
-  for _ in range(300):
+  for _ in range(200):
     b = next(batches)
     losses.append(float(train_step(model, optimizer, b['inputs'],
                                    b['targets'], b['mask'])))
@@ -169,11 +169,11 @@ def test_rnnsearch_decoder_step_trains_on_toy_translation(tmp_path):
   losses = [float(train_step(model, optimizer,
                              {k: v for k, v in next(batches).items()
                               if k in keys}))
-            for _ in range(300)]
+            for _ in range(200)]
   batch = next(iter(task.eval_batches('validation')))
   _, accuracy = nnx.jit(loss_and_accuracy)(
       model, {k: batch[k] for k in keys})
-  # Measured: training loss 5.43 -> 0.05, validation token accuracy 51%
-  # after 300 steps on the :smoke data (256 pairs).
+  # Measured: training loss 5.43 -> 0.35, validation token accuracy 47%
+  # after 200 steps on the :smoke data (256 pairs).
   assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:20])
   assert float(accuracy) > 0.35
