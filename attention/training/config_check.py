@@ -206,9 +206,9 @@ def _above_zero(v):
 # how often it evaluates, logs and checkpoints, how long it trains (upwards),
 # how many steps one compiled call runs (the same batches and parameters, to
 # float32 rounding), how the input pipeline is parallelised, the sweep it
-# belongs to, and the compute dtype (parameters and optimizer state are float32 in either, so
-# the checkpoint is the same; a run started before config.dtype existed
-# resumes as 'float32').
+# belongs to, and the compute dtype (parameters and optimizer state are
+# float32 in either, so the checkpoint is the same; a run started before
+# config.dtype existed resumes as 'float32').
 RESUMABLE = ('num_train_steps', 'eval_every_steps', 'checkpoint_every_steps',
              'log_every_steps', 'steps_per_call', 'sweep', 'eval.',
              'data.num_threads', 'data.prefetch', 'data.eval_batch_size',
