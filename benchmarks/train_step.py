@@ -1,6 +1,6 @@
 """Train-step throughput: steps per call against PyTorch, and attention layers.
 
-  python benchmarks/train_step.py                      # --compare steps_per_call
+  python benchmarks/train_step.py              # = --compare steps_per_call
   python benchmarks/train_step.py --compare loop
   python benchmarks/train_step.py --compare attention --steps 20
 
@@ -89,7 +89,8 @@ VARIANTS = ('mha', 'mha-xla', 'flax')
 TRAIN_STEP_HEADER = sections.TRAIN_STEP_HEADER
 PER_CALL_HEADER = ('## Steps per call (benchmarks/train_step.py '
                    '--compare steps_per_call)')
-LOOP_HEADER = '## Steps per call in the loop (benchmarks/train_step.py --compare loop)'
+LOOP_HEADER = ('## Steps per call in the loop (benchmarks/train_step.py '
+               '--compare loop)')
 POOL = 16  # batches of one shape every variant cycles through
 
 
