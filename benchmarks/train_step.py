@@ -266,21 +266,13 @@ class JaxSteps:
   def __init__(self, trainer, pool, per_call):
     self.trainer, self.pool, self.per_call = trainer, pool, per_call
     self.state = trainer.init_state()
-    self.keys = trainer.task.train_keys
     self.compile_s = None
 
   def call(self, i):
     """Call ``i``: its batches stacked and sent, the step(s) dispatched."""
-    t = self.trainer
     k = self.per_call
     host = [self.pool[(i * k + j) % len(self.pool)] for j in range(k)]
-    if k == 1:
-      batch = t.to_device(host[0], self.keys)
-      self.state, metrics = t.train_step(self.state, batch, t.dropout_rng)
-    else:
-      stacked = {key: np.stack([b[key] for b in host]) for key in host[0]}
-      batch = t.to_device(stacked, self.keys, stacked=True)
-      self.state, metrics = t.train_steps(self.state, batch, t.dropout_rng)
+    self.state, metrics = self.trainer.run_call(self.state, host)
     return metrics
 
   def run(self, steps):

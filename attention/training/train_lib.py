@@ -216,6 +216,22 @@ class Trainer:
       return self.train_step_fn(carry, batch, rng)
     return jax.lax.scan(body, state, batches)
 
+  def run_call(self, state, host_batches: list[dict[str, np.ndarray]]):
+    """One compiled call over ``host_batches`` (of one shape): one batch runs
+    :attr:`train_step`, several are stacked and run :attr:`train_steps`.
+
+    Returns:
+      (new state, device metrics: scalars, or stacked [K] for K batches).
+    """
+    keys = self.task.train_keys
+    if len(host_batches) == 1:
+      batch = self.to_device(host_batches[0], keys)
+      return self.train_step(state, batch, self.dropout_rng)
+    stacked = {k: np.stack([b[k] for b in host_batches])
+               for k in keys if k in host_batches[0]}
+    return self.train_steps(state, self.to_device(stacked, stacked=True),
+                            self.dropout_rng)
+
   def _jit(self, fn):
     """``jax.jit(fn)``, compiled once per function for this trainer."""
     if fn not in self._compiled:
@@ -448,14 +464,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         queue = _split_call(calls.take(limit), per_call)
       host_batches = queue.pop(0)
       n = len(host_batches)
-      if n == 1:
-        batch = trainer.to_device(host_batches[0], task.train_keys)
-        state, metrics = trainer.train_step(state, batch, trainer.dropout_rng)
-      else:
-        batch = trainer.to_device(_stack(host_batches), task.train_keys,
-                                  stacked=True)
-        state, metrics = trainer.train_steps(state, batch,
-                                             trainer.dropout_rng)
+      state, metrics = trainer.run_call(state, host_batches)
       if pending is not None:
         fetch(*pending)
       before, step = step, step + n
@@ -544,10 +553,6 @@ class _CallBatches:
 
 def _shape(batch: dict[str, np.ndarray]) -> tuple:
   return tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
-
-
-def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
 
 
 def _split_call(batches: list, per_call: int) -> list[list]:
