@@ -152,9 +152,9 @@ def test_min_interactions_and_min_rating(tmp_path):
   data = movies.load_movies({'source': 'movielens', 'path': folder,
                              'min_interactions': 3, 'min_rating': 4.0})
   assert data.num_users == 3
-  with pytest.raises(ValueError, match='min_interactions must be >= 3'):
+  with pytest.raises(ValueError, match='min_interactions must be >= 1'):
     movies.load_movies({'source': 'movielens', 'path': folder,
-                        'min_interactions': 2})
+                        'min_interactions': 0})
   with pytest.raises(ValueError, match='No user has >= 50'):
     movies.load_movies({'source': 'movielens', 'path': folder,
                         'min_interactions': 50})

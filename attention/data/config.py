@@ -89,7 +89,7 @@ _MOVIES = {
     'min_seq_len': (10, None, 'toy: shortest user history'),
     'max_seq_len': (50, None, 'toy: longest user history'),
     'min_interactions': (5, None, 'drop users with fewer interactions '
-                         '(at least 3: train, validation, test)'),
+                         '(>= 1; users with fewer than 3 train only)'),
     'min_rating': (None, float, 'movielens/tfds: keep ratings >= this '
                    '(default: all)'),
     'max_len': (50, None, 'history window: the most recent items a model '

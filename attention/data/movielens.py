@@ -240,16 +240,17 @@ def to_sequences(inter: Interactions, *, min_interactions: int = 5,
 
   Args:
     inter: raw interactions.
-    min_interactions: drop users with fewer interactions (at least 3, so that
-      each kept user has a training item, a validation item and a test item).
+    min_interactions: drop users with fewer interactions (at least 1; users
+      with fewer than 3 train only, see attention.data.movies.leave_one_out).
     min_rating: keep only ratings >= this (None keeps all).
 
   Returns:
     The sequences, with items 1..N and users 1..U.
   """
-  if min_interactions < 3:
-    raise ValueError('config.data.min_interactions must be >= 3 (train, '
-                     f'validation and test items), got {min_interactions}.')
+  if min_interactions < 1:
+    raise ValueError('config.data.min_interactions must be >= 1 (users with '
+                     'fewer than 3 interactions train only), got '
+                     f'{min_interactions}.')
   keep = np.ones(len(inter.users), bool)
   if min_rating is not None:
     if inter.ratings is None:

@@ -8,6 +8,9 @@ Every source ends as per-user chronological item sequences s_1..s_n (item ids
     validation  history s_1..s_{n-2}, target s_{n-1}
     test        history s_1..s_{n-1}, target s_n
 
+Users with fewer than 3 items (kept when config.data.min_interactions < 3)
+only train, on their whole sequence, as in SASRec's data partition.
+
 Histories keep the `max_len` most recent items (config.data.max_len) and are
 right-padded. Batches (B batch, L padded length):
 
@@ -37,6 +40,8 @@ from attention.data import ragged
 from attention.data import tfds_source  # Imports TFDS only when used.
 
 _TASK = 'movies'
+# What sampled-protocol negatives exclude besides the target.
+NEGATIVES_EXCLUDE = ('sequence', 'history')
 
 
 @dataclasses.dataclass
@@ -77,6 +82,14 @@ class MovieSplit:
   def lengths(self) -> np.ndarray:
     """int32 [N]: number of (real) input positions of each example."""
     return self._lengths
+
+  def select(self, rows: np.ndarray) -> 'MovieSplit':
+    """The split of examples ``rows`` (int [K], in that order)."""
+    rows = np.asarray(rows, np.int64)
+    return MovieSplit(
+        self.kind, self.users[rows], [self.histories[r] for r in rows],
+        None if self.targets is None else self.targets[rows], self.max_len,
+        None if self.oracle is None else self.oracle[rows])
 
   def collate(self, rows: np.ndarray, pad_len: int) -> dict[str, np.ndarray]:
     """Padded arrays for examples `rows` (int [B]; -1 gives an empty row)."""
@@ -123,8 +136,8 @@ class MovieData:
 
   Attributes:
     train: training split (users with at least two training items).
-    validation: validation split (every user).
-    test: test split (every user).
+    validation: validation split (every user with >= 3 items).
+    test: test split (every user with >= 3 items).
     num_users: U; user ids are 1..U.
     num_items: M; item ids are 1..M, 0 is padding (embedding size M + 1).
     titles: M + 1 titles, titles[0] = '<pad>' (raw ids where unknown).
@@ -156,11 +169,17 @@ def leave_one_out(sequences: list[np.ndarray], num_items: int, max_len: int,
                   ) -> tuple[MovieSplit, MovieSplit, MovieSplit, np.ndarray]:
   """Train / validation / test splits and training popularity.
 
+  A user with n >= 3 items gives a validation example (target s_{n-1}) and
+  a test example (target s_n) and trains on s_1..s_{n-2}; a user with fewer
+  items only trains, on the whole sequence (as SASRec's data_partition
+  does). A training sequence needs 2 items: one input, one target.
+
   Args:
-    sequences: per user, the chronological items (at least 3 each).
+    sequences: per user, the chronological items (at least 1 each).
     num_items: M.
     max_len: history window.
-    oracle_validation: optional float [U, M+1] true validation distributions.
+    oracle_validation: optional float [U, M+1] true validation distributions
+      (every user has >= 3 items then).
     oracle_test: optional float [U, M+1] true test distributions.
 
   Returns:
@@ -168,37 +187,46 @@ def leave_one_out(sequences: list[np.ndarray], num_items: int, max_len: int,
   """
   if max_len < 1:
     raise ValueError(f'config.data.max_len must be >= 1, got {max_len}.')
-  short = [u for u, s in enumerate(sequences) if len(s) < 3]
-  if short:
-    raise ValueError(f'Every user needs >= 3 interactions; user index '
-                     f'{short[0]} has {len(sequences[short[0]])}.')
   users = np.arange(1, len(sequences) + 1, dtype=np.int32)
-  train_users = [u for u, s in enumerate(sequences) if len(s) >= 4]
+  held_out = [u for u, s in enumerate(sequences) if len(s) >= 3]
+  if not held_out:
+    raise ValueError('No user has >= 3 interactions, so there is nothing to '
+                     'evaluate on (validation and test hold out the last two '
+                     'items of such users).')
+  parts = [s[:-2] if len(s) >= 3 else s for s in sequences]
+  train_users = [u for u, p in enumerate(parts) if len(p) >= 2]
   if not train_users:
-    raise ValueError('No user has >= 4 interactions, so there is nothing to '
-                     'train on (the last two items are held out).')
+    raise ValueError('No user has a training sequence of >= 2 items (the '
+                     'last two items of a user with >= 3 are held out), so '
+                     'there is nothing to train on.')
   train = MovieSplit('train', users[train_users],
-                     [sequences[u][:-2] for u in train_users], None, max_len)
+                     [parts[u] for u in train_users], None, max_len)
+
+  def held(oracle):
+    return None if oracle is None else oracle[held_out]
+
   validation = MovieSplit(
-      'eval', users, [s[:-2] for s in sequences],
-      np.array([s[-2] for s in sequences], np.int32), max_len,
-      oracle_validation)
+      'eval', users[held_out], [sequences[u][:-2] for u in held_out],
+      np.array([sequences[u][-2] for u in held_out], np.int32), max_len,
+      held(oracle_validation))
   test = MovieSplit(
-      'eval', users, [s[:-1] for s in sequences],
-      np.array([s[-1] for s in sequences], np.int32), max_len, oracle_test)
-  popularity = np.bincount(np.concatenate([s[:-2] for s in sequences]),
+      'eval', users[held_out], [sequences[u][:-1] for u in held_out],
+      np.array([sequences[u][-1] for u in held_out], np.int32), max_len,
+      held(oracle_test))
+  popularity = np.bincount(np.concatenate(parts),
                            minlength=num_items + 1).astype(np.int64)
   popularity[0] = 0
   return train, validation, test, popularity
 
 
 def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
-                     strategy: str = 'uniform', seed: int = 0) -> np.ndarray:
+                     strategy: str = 'uniform', seed: int = 0,
+                     exclude: str = 'sequence') -> np.ndarray:
   """Negative items for sampled ranking metrics, fixed by `seed`.
 
-  For each example, `num` distinct items the user never interacted with (in
-  the whole sequence, target included), drawn uniformly or in proportion to
-  training popularity. Rank the target among [target] + negatives.
+  For each example, `num` distinct items drawn uniformly or in proportion to
+  training popularity, none of them the target nor an item that `exclude`
+  names. Rank the target among [target] + negatives.
 
   Args:
     data: the loaded data.
@@ -206,6 +234,10 @@ def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
     num: negatives per example.
     strategy: 'uniform' or 'popularity'.
     seed: random seed.
+    exclude: 'sequence' (every item of the user's whole sequence, later
+      ones included) or 'history' (the items before the target, as
+      SASRec's evaluation: the training items for validation, and the
+      validation item too for test).
 
   Returns:
     int32 [N, num].
@@ -213,6 +245,9 @@ def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
   if strategy not in ('uniform', 'popularity'):
     raise ValueError(f"strategy must be 'uniform' or 'popularity', got "
                      f'{strategy!r}.')
+  if exclude not in NEGATIVES_EXCLUDE:
+    raise ValueError(f'config.eval.negatives_exclude must be one of '
+                     f'{list(NEGATIVES_EXCLUDE)}, got {exclude!r}.')
   if split.kind != 'eval':
     raise ValueError('sample_negatives expects an eval split (validation or '
                      'test).')
@@ -225,7 +260,10 @@ def sample_negatives(data: MovieData, split: MovieSplit, num: int = 100, *,
   weights[0] = 0.0
   out = np.zeros((len(split), num), np.int32)
   for row, user in enumerate(split.users.tolist()):
-    seen = np.unique(data.sequences[user - 1])
+    if exclude == 'sequence':
+      seen = np.unique(data.sequences[user - 1])
+    else:
+      seen = np.unique(np.append(split.histories[row], split.targets[row]))
     available = m - len(seen)
     if available < num:
       raise ValueError(
