@@ -29,13 +29,16 @@ SIZES = dict(num_layers=2, d_model=16, num_heads=2, mlp_dim=32,
              dropout_rate=0.0)
 
 
-def test_sasrec_equals_linen_on_converted_weights_both_ways():
+@pytest.mark.parametrize('positions', ['absolute', 'recent'])
+def test_sasrec_equals_linen_on_converted_weights_both_ways(positions):
   inputs = np.array([[3, 7, 1, 9, 0, 0], [5, 2, 8, 8, 4, 6]], np.int32)
   lengths = np.array([4, 6])
   candidates = np.array([[1, 2, 3], [4, 5, 6]], np.int32)
-  linen_model = sasrec.Model(num_items=12, max_len=6, **SIZES)
+  linen_model = sasrec.Model(num_items=12, max_len=6, positions=positions,
+                             **SIZES)
   params = linen_model.init(jax.random.key(0), inputs, None)['params']
-  model = sasrec_nnx.SASRec(12, 6, rngs=nnx.Rngs(1), **SIZES)
+  model = sasrec_nnx.SASRec(12, 6, positions=positions, rngs=nnx.Rngs(1),
+                            **SIZES)
   sasrec_nnx.load_linen_params(model, params)
   want, _ = linen_model.apply({'params': params}, inputs, None)
   np.testing.assert_allclose(model(inputs), want, rtol=1e-5, atol=1e-5)

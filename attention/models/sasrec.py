@@ -10,6 +10,12 @@ input and output): score(t, i) = h_t · E[i].
 Histories are right-padded, so the causal mask alone keeps every real
 position from seeing padding; padded positions are masked out of the loss.
 
+Which row of P an item gets (``positions``): 'absolute' counts from the
+oldest item of the window (P[0] is the oldest), 'recent' from the most recent
+one (the last real item gets P[max_len - 1], the one before it P[max_len - 2],
+...): the positions of SASRec's left-padded inputs, so that a history's
+newest item always has the same position, however long the history is.
+
 Config fields (``config.model``):
   num_layers: self-attention blocks.
   d_model: embedding and model width D.
@@ -17,6 +23,12 @@ Config fields (``config.model``):
   mlp_dim: hidden width of the feed-forward layers.
   dropout_rate: dropout on the input embeddings and the residual branches.
   attention_dropout_rate: dropout on the attention weights.
+  attention_output_dropout_rate: dropout on the attention output before the
+    residual sum (None: dropout_rate, the paper's §III-C; 0: none, as the
+    reference implementations).
+  positions: 'absolute' | 'recent' (see above).
+  embed_init: 'normal' | 'xavier': item and position embeddings'
+    initialisation (see embedding_init).
 
 Sizes set by the task from the data: ``num_items`` (M; item 0 is padding),
 ``max_len`` (rows of P: the longest history), ``num_users`` (not used).
@@ -41,6 +53,31 @@ from attention.models.transformer import MlpBlock
 from attention.multihead import MultiHeadAttention
 
 Array = jax.Array
+POSITIONS = ('absolute', 'recent')
+EMBED_INITS = ('normal', 'xavier')
+
+
+def embedding_init(name: str, d_model: int):
+  """'normal': N(0, 1/D). 'xavier': Xavier normal over the table's
+  [rows, D] shape, std sqrt(2 / (rows + D)) (the SASRec reference's): far
+  smaller for a large catalogue."""
+  if name == 'normal':
+    return nn.initializers.normal(d_model ** -0.5)
+  return nn.initializers.xavier_normal()
+
+
+def position_ids(inputs_BL, max_len: int, positions: str):
+  """int32 [B, L]: the row of P each input gets (padding: any valid row).
+
+  'absolute': t. 'recent': max_len - n + t for a history of n real items
+  (items are ids >= 1, padding 0 follows them), so the newest is max_len - 1.
+  """
+  B, L = inputs_BL.shape
+  t_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+  if positions == 'absolute':
+    return t_BL
+  n_B1 = jnp.sum(inputs_BL != 0, axis=1, dtype=jnp.int32)[:, None]
+  return jnp.clip(t_BL + max_len - n_B1, 0, max_len - 1)
 
 
 class Block(nn.Module):
@@ -49,6 +86,7 @@ class Block(nn.Module):
   mlp_dim: int
   dropout_rate: float
   attention_dropout_rate: float
+  attention_output_dropout_rate: float | None
   dtype: Any
 
   @nn.compact
@@ -60,7 +98,11 @@ class Block(nn.Module):
         dtype=self.dtype, name='self_attention')(
             nn.LayerNorm(dtype=self.dtype)(x_BLD), is_causal=True,
             deterministic=deterministic, return_weights=True)
-    x_BLD = x_BLD + drop(h_BLD)
+    if self.attention_output_dropout_rate is None:
+      x_BLD = x_BLD + drop(h_BLD)
+    else:
+      x_BLD = x_BLD + nn.Dropout(self.attention_output_dropout_rate)(
+          h_BLD, deterministic=deterministic)
     h_BLD = MlpBlock(self.mlp_dim, self.dropout_rate, self.dtype)(
         nn.LayerNorm(dtype=self.dtype)(x_BLD), deterministic)
     return x_BLD + drop(h_BLD), weights_BNLL
@@ -77,19 +119,29 @@ class Model(nn.Module):
   mlp_dim: int = 64
   dropout_rate: float = 0.2
   attention_dropout_rate: float = 0.0
+  attention_output_dropout_rate: float | None = None
+  positions: str = 'absolute'
+  embed_init: str = 'normal'
   dtype: Any = jnp.float32
 
   def setup(self):
     if self.num_items < 1 or self.max_len < 1:
       raise ValueError('sasrec: needs num_items and max_len >= 1, got '
                        f'{self.num_items} and {self.max_len}.')
+    if self.positions not in POSITIONS:
+      raise ValueError(f'sasrec: unknown positions={self.positions!r}; valid: '
+                       f'{list(POSITIONS)}.')
+    if self.embed_init not in EMBED_INITS:
+      raise ValueError(f'sasrec: unknown embed_init={self.embed_init!r}; '
+                       f'valid: {list(EMBED_INITS)}.')
     embed = functools.partial(
         nn.Embed, features=self.d_model, dtype=self.dtype,
-        embedding_init=nn.initializers.normal(self.d_model ** -0.5))
+        embedding_init=embedding_init(self.embed_init, self.d_model))
     self.item_embed = embed(self.num_items + 1)
     self.position_embed = embed(self.max_len)
     self.blocks = [Block(self.num_heads, self.mlp_dim, self.dropout_rate,
-                         self.attention_dropout_rate, self.dtype)
+                         self.attention_dropout_rate,
+                         self.attention_output_dropout_rate, self.dtype)
                    for _ in range(self.num_layers)]
     self.final_norm = nn.LayerNorm(dtype=self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate)
@@ -102,7 +154,8 @@ class Model(nn.Module):
                        f'max_len={self.max_len} (the learnt positions); '
                        'raise config.data.max_len.')
     x_BLD = (self.item_embed(inputs_BL) * jnp.sqrt(jnp.float32(self.d_model))
-             + self.position_embed(jnp.arange(length))[None])
+             + self.position_embed(position_ids(inputs_BL, self.max_len,
+                                                self.positions)))
     x_BLD = self.dropout(x_BLD.astype(self.dtype), deterministic=deterministic)
     weights = []
     for block in self.blocks:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from attention import nnx as attn
+from attention.models import sasrec as linen_sasrec
 
 Array = jax.Array
 
@@ -32,7 +33,8 @@ class Block(nnx.Module):
 
   def __init__(self, d_model: int, num_heads: int, mlp_dim: int,
                dropout_rate: float, attention_dropout_rate: float,
-               dtype: Any, rngs: nnx.Rngs):
+               attention_output_dropout_rate: float | None, dtype: Any,
+               rngs: nnx.Rngs):
     self.norm_attention = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
     self.self_attention = attn.MultiHeadAttention(
         num_heads, d_model, dropout_rate=attention_dropout_rate, dtype=dtype,
@@ -41,12 +43,15 @@ class Block(nnx.Module):
     self.wi = nnx.Linear(d_model, mlp_dim, dtype=dtype, rngs=rngs)
     self.wo = nnx.Linear(mlp_dim, d_model, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    self.output_dropout = self.dropout if (
+        attention_output_dropout_rate is None) else nnx.Dropout(
+            attention_output_dropout_rate, rngs=rngs)
 
   def __call__(self, x_BLD, deterministic: bool):
     h_BLD, weights_BNLL = self.self_attention(
         self.norm_attention(x_BLD), is_causal=True,
         deterministic=deterministic, return_weights=True)
-    x_BLD = x_BLD + self.dropout(h_BLD, deterministic=deterministic)
+    x_BLD = x_BLD + self.output_dropout(h_BLD, deterministic=deterministic)
     h_BLD = self.dropout(nnx.gelu(self.wi(self.norm_mlp(x_BLD))),
                          deterministic=deterministic)
     h_BLD = self.dropout(self.wo(h_BLD), deterministic=deterministic)
@@ -59,19 +64,29 @@ class SASRec(nnx.Module):
   def __init__(self, num_items: int, max_len: int, *, num_layers: int = 2,
                d_model: int = 64, num_heads: int = 1, mlp_dim: int = 64,
                dropout_rate: float = 0.2, attention_dropout_rate: float = 0.0,
+               attention_output_dropout_rate: float | None = None,
+               positions: str = 'absolute', embed_init: str = 'normal',
                dtype: Any = jnp.float32, rngs: nnx.Rngs):
     if num_items < 1 or max_len < 1:
       raise ValueError('SASRec: needs num_items and max_len >= 1, got '
                        f'{num_items} and {max_len}.')
+    if positions not in linen_sasrec.POSITIONS:
+      raise ValueError(f'SASRec: unknown positions={positions!r}; valid: '
+                       f'{list(linen_sasrec.POSITIONS)}.')
     self.max_len, self.d_model, self.dtype = max_len, d_model, dtype
-    init = nnx.initializers.normal(d_model ** -0.5)
+    self.positions = positions
+    if embed_init not in linen_sasrec.EMBED_INITS:
+      raise ValueError(f'SASRec: unknown embed_init={embed_init!r}; valid: '
+                       f'{list(linen_sasrec.EMBED_INITS)}.')
+    init = linen_sasrec.embedding_init(embed_init, d_model)
     self.item_embed = nnx.Embed(num_items + 1, d_model, dtype=dtype,
                                 embedding_init=init, rngs=rngs)
     self.position_embed = nnx.Embed(max_len, d_model, dtype=dtype,
                                     embedding_init=init, rngs=rngs)
     self.blocks = nnx.List([
         Block(d_model, num_heads, mlp_dim, dropout_rate,
-              attention_dropout_rate, dtype, rngs)
+              attention_dropout_rate, attention_output_dropout_rate, dtype,
+              rngs)
         for _ in range(num_layers)])
     self.final_norm = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
@@ -83,7 +98,8 @@ class SASRec(nnx.Module):
       raise ValueError(f'SASRec: a history of length {length} exceeds '
                        f'max_len={self.max_len} (the learnt positions).')
     x_BLD = (self.item_embed(inputs_BL) * jnp.sqrt(jnp.float32(self.d_model))
-             + self.position_embed(jnp.arange(length))[None])
+             + self.position_embed(linen_sasrec.position_ids(
+                 inputs_BL, self.max_len, self.positions)))
     x_BLD = self.dropout(x_BLD.astype(self.dtype),
                          deterministic=deterministic)
     weights = []
