@@ -145,8 +145,10 @@ CASES = [
      'config.data.test_fraction=1.5 is out of range'),
     ('mha_translate', _set('optimizer.learning_rate', -0.01),
      'config.optimizer.learning_rate=-0.01 is out of range: it must be > 0.'),
-    ('mha_translate', _set('optimizer.grad_clip', 0.0),
-     'config.optimizer.grad_clip=0.0 is out of range: it must be > 0.'),
+    ('mha_translate', _set('optimizer.grad_clip', -1.0),
+     'config.optimizer.grad_clip=-1.0 is out of range: it must be >= 0.'),
+    ('mha_movies', _set('eval.max_users', -1),
+     'config.eval.max_users=-1 is out of range: it must be >= 0.'),
     # Types (ml_collections refuses most mistyped values itself).
     ('mha_translate', _set('eval.max_decode_length', -1),
      'config.eval.max_decode_length=-1 is out of range: it must be >= 0.'),

@@ -62,15 +62,17 @@ _POSITIVE = (
     'data.max_len', 'data.max_examples')
 _NON_NEGATIVE = (
     'seed', 'optimizer.warmup_steps', 'optimizer.weight_decay',
+    'optimizer.grad_clip', 'eval.max_users',
     'eval.max_decode_length', 'eval.num_alignment_examples',
     'eval.num_attention_examples', 'eval.num_attention_candidates',
     'eval.length_penalty', 'eval.negatives_seed', 'data.seed',
     'data.num_threads', 'data.prefetch')
 _RATES = ('model.dropout_rate', 'model.attention_dropout_rate',
+          'model.attention_output_dropout_rate',
           'label_smoothing', 'optimizer.b1', 'optimizer.b2')  # [0, 1)
 _FRACTIONS = ('optimizer.final_lr_fraction', 'data.validation_fraction',
               'data.test_fraction')  # [0, 1]
-_ABOVE_ZERO = ('optimizer.learning_rate', 'optimizer.grad_clip')  # > 0
+_ABOVE_ZERO = ('optimizer.learning_rate',)  # > 0
 _FILE_SOURCES = {'translate': ('tsv',),
                  'movies': ('movielens', 'interactions')}
 

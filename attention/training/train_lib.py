@@ -85,12 +85,15 @@ def make_optimizer(config) -> tuple[optax.GradientTransformation, Any]:
       return lr * jnp.minimum(step / max(warmup, 1),
                               jnp.sqrt(max(warmup, 1) / step))
   elif opt.schedule == 'constant':
-    schedule = optax.linear_schedule(0.0, lr, max(warmup, 1))
+    schedule = (optax.linear_schedule(0.0, lr, warmup) if warmup
+                else optax.constant_schedule(lr))
   else:
     raise ValueError(f'Unknown config.optimizer.schedule {opt.schedule!r}; '
                      f'valid: {list(config_check.SCHEDULES)}.')
+  clip = (optax.clip_by_global_norm(float(opt.grad_clip))
+          if float(opt.grad_clip) else optax.identity())  # 0 = no clipping
   tx = optax.chain(
-      optax.clip_by_global_norm(float(opt.grad_clip)),
+      clip,
       optax.adamw(schedule, b1=float(opt.b1), b2=float(opt.b2),
                   weight_decay=float(opt.weight_decay)))
   return tx, schedule
