@@ -13,6 +13,8 @@ changes in that variant). The variants:
   smoke      trains in seconds on tiny data (the tests use it)
   tatoeba    translate configs: Tatoeba English -> Spanish in ../shared/data
   movielens  movie configs: MovieLens ml-latest-small in ../shared/data
+
+and one config file's own: mha_movies.py:sasrec_paper (SASRec's protocol).
 """
 
 from __future__ import annotations
@@ -23,22 +25,27 @@ from attention.data import config as data_config
 
 
 
-def parse_arg(arg: str | None, task: str) -> str:
-  """The variant of ``task`` that ``arg`` names, or 'default' for none."""
+def parse_arg(arg: str | None, task: str, own: tuple[str, ...] = ()) -> str:
+  """The variant of ``task`` that ``arg`` names, or 'default' for none.
+
+  ``own``: the variants the calling config file defines itself.
+  """
   arg = (arg or '').strip()
-  valid = [name for t, name in VARIANTS if t == task]
+  valid = [name for t, name in VARIANTS if t == task] + list(own)
   if arg and arg not in valid:
     raise ValueError(f'Unknown config variant {arg!r}; valid variants: '
                      f'{valid} (or none).')
   return arg or 'default'
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> str:
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None,
+                  own: tuple[str, ...] = ()) -> str:
   """Applies the variant ``arg`` names to ``config``; returns its name.
 
-  A config file then sets what its own model changes in that variant.
+  A config file then sets what its own model changes in that variant, and
+  applies the variants in ``own`` (its own) entirely.
   """
-  variant = parse_arg(arg, config.task)
+  variant = parse_arg(arg, config.task, own)
   if (config.task, variant) in VARIANTS:
     VARIANTS[config.task, variant](config)
   return variant
@@ -65,11 +72,11 @@ def base(task: str) -> ml_collections.ConfigDict:
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 1e-3  # peak learning rate
-  config.optimizer.warmup_steps = 100    # linear warmup from 0
+  config.optimizer.warmup_steps = 100    # linear warmup from 0 (0 = none)
   config.optimizer.schedule = 'cosine'   # 'cosine' | 'rsqrt' | 'constant'
   config.optimizer.final_lr_fraction = 0.1  # cosine: end at this x peak
   config.optimizer.weight_decay = 0.0    # AdamW decoupled weight decay
-  config.optimizer.grad_clip = 1.0       # clip by global norm
+  config.optimizer.grad_clip = 1.0       # clip by global norm; 0 = off
   config.optimizer.b1 = 0.9              # Adam beta1
   config.optimizer.b2 = 0.98             # Adam beta2
 
@@ -144,6 +151,10 @@ def movies_base() -> ml_collections.ConfigDict:
   config.eval.ks = (1, 5, 10)         # HR@K and NDCG@K cut-offs
   config.eval.num_negatives = 100     # sampled protocols: negatives per user
   config.eval.negatives_seed = 0      # sampled protocols: fixed negatives
+  # Sampled negatives are never the target nor a movie of the user's whole
+  # 'sequence' | of the 'history' before the target (SASRec's code).
+  config.eval.negatives_exclude = 'sequence'
+  config.eval.max_users = 0           # > 0: evaluate a fixed user sample
   config.eval.num_attention_examples = 4  # users plotted at each eval
   config.eval.num_attention_candidates = 8  # target attention: rows plotted
   config.eval.max_plot_len = 30       # plots show the most recent movies

@@ -20,7 +20,7 @@ def test_unknown_variant_lists_the_valid_ones():
                      r"variants: \['smoke', 'tatoeba'\]"):
     mha_translate.get_config('tiny')
   with pytest.raises(ValueError, match=r"Unknown config variant 'tiny'; valid "
-                     r"variants: \['smoke', 'movielens'\]"):
+                     r"variants: \['smoke', 'movielens', 'sasrec_paper'\]"):
     mha_movies.get_config('tiny')
 
 

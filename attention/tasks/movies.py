@@ -21,12 +21,17 @@ second-to-last for validation, the last for test) after the whole history:
   sampled_uniform100/, sampled_pop100/
                     among the target and 100 negatives sampled uniformly
                     (SASRec's protocol) or by training popularity
-                    (BERT4Rec's), fixed by ``config.eval.negatives_seed``
-                    and never a movie of the user's sequence. For
+                    (BERT4Rec's), fixed by ``config.eval.negatives_seed``;
+                    never the target, nor a movie of the user's sequence
+                    (``config.eval.negatives_exclude='sequence'``) or of
+                    the history before the target ('history', SASRec's
+                    evaluation code). For
                     comparison with the literature only: sampled metrics
                     overstate quality and can reorder models.
 
-with HR@K and NDCG@K for K in ``config.eval.ks`` (ties split fairly, see
+``config.eval.max_users`` > 0 evaluates a fixed sample of that many users
+when there are more (SASRec evaluates 10,000 on large files). Each metric
+comes with HR@K and NDCG@K for K in ``config.eval.ks`` (ties split fairly, see
 attention.tasks.ranking), the validation/test ``loss`` (cross-entropy of the
 target over all movies), the same metrics of a popularity ranking
 (``popularity/<protocol>/...``), and on the synthetic world the ranking by
@@ -86,7 +91,24 @@ class Task:
     self.protocols = {'full': None,
                       f'sampled_uniform{num_negatives}': 'uniform',
                       f'sampled_pop{num_negatives}': 'popularity'}
+    self.negatives_exclude = str(self.eval_config.negatives_exclude)
+    if self.negatives_exclude not in movies.NEGATIVES_EXCLUDE:
+      raise ValueError(
+          f'Unknown config.eval.negatives_exclude {self.negatives_exclude!r}; '
+          f'valid: {list(movies.NEGATIVES_EXCLUDE)}.')
+    max_users = int(self.eval_config.max_users)
+    if max_users < 0:
+      raise ValueError('config.eval.max_users must be >= 0 (0 = every user), '
+                       f'got {max_users}.')
     self.data = movies.load_movies(config.data)
+    if max_users and len(self.data.validation) > max_users:
+      # SASRec's evaluation of large files: a sample of users, here the same
+      # users for validation and test at every evaluation.
+      rows = np.sort(np.random.default_rng(
+          int(self.eval_config.negatives_seed)).choice(
+              len(self.data.validation), max_users, replace=False))
+      self.data.validation = self.data.validation.select(rows)
+      self.data.test = self.data.test.select(rows)
     self.num_items = self.data.num_items
     self.max_len = self.data.train.max_len
     self.model = models.build(config.model, num_items=self.num_items,
@@ -222,7 +244,8 @@ class Task:
     if key not in self._negatives:
       self._negatives[key] = movies.sample_negatives(
           self.data, self.split(split), int(self.eval_config.num_negatives),
-          strategy=strategy, seed=int(self.eval_config.negatives_seed))
+          strategy=strategy, seed=int(self.eval_config.negatives_seed),
+          exclude=self.negatives_exclude)
     return self._negatives[key]
 
   def num_examples(self, split: str) -> int:
