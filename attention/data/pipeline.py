@@ -353,6 +353,7 @@ def train_iterator(source: BatchSource, config: Any, *,
 
 
 def eval_iterator(source: BatchSource, config: Any, *,
+                  bucketing: bool | None = None,
                   process_index: int | None = None,
                   process_count: int | None = None,
                   local_device_count: int | None = None
@@ -360,9 +361,13 @@ def eval_iterator(source: BatchSource, config: Any, *,
   """One pass over every example, in a fixed order, padding rows included.
 
   Reads config.data.eval_batch_size (default config.batch_size) and the same
-  bucketing keys as `train_iterator`. Rows with ``example == -1`` are padding.
+  bucketing keys as `train_iterator` (``bucketing``, when given, overrides
+  config.data.bucketing: False pads every batch to the source's longest
+  example, one shape). Rows with ``example == -1`` are padding.
   """
   data = data_config.batching(config.data)
+  if bucketing is not None:
+    data.bucketing = bucketing
   return _iterator(
       source, data, int(data.eval_batch_size or config.batch_size), seed=0,
       shuffle=False, num_epochs=1, drop_remainder=False,

@@ -254,7 +254,11 @@ class Task:
   def eval_batches(self, split: str):
     """Host batches of ``split`` with 'seen' and the sampled negatives."""
     examples = self.split(split)
-    for batch in pipeline.eval_iterator(examples, self.config):
+    # One shape (the split's longest history, at most max_len): a pass over
+    # the split is a fraction of a second, one compilation per bucket shape
+    # seconds each.
+    for batch in pipeline.eval_iterator(examples, self.config,
+                                        bucketing=False):
       rows = batch['example']
       batch['seen'] = ranking.seen_mask(examples.histories, rows,
                                         self.num_items)
