@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -78,11 +79,29 @@ def run_ours(name: str, overrides: list[str], data: str, workdir: str,
   os.makedirs(point, exist_ok=True)
   log = os.path.join(point, 'train.log')
   with open(log, 'w') as f:
-    subprocess.run([sys.executable, 'train.py'] + flags, cwd=ROOT, check=True,
-                   stdout=f, stderr=subprocess.STDOUT)
+    with Usage() as usage:
+      subprocess.run([sys.executable, 'train.py'] + flags, cwd=ROOT,
+                     check=True, stdout=f, stderr=subprocess.STDOUT)
     subprocess.run([sys.executable, 'eval.py'] + flags, cwd=ROOT, check=True,
                    stdout=f, stderr=subprocess.STDOUT)
-  return summarize_ours(name, point, steps_per_epoch)
+  return {**summarize_ours(name, point, steps_per_epoch), **usage.row}
+
+
+class Usage:
+  """Wall, user and system seconds and minor page faults of the child
+  processes that ran inside the ``with`` block."""
+
+  def __enter__(self):
+    self.start = (time.time(), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return self
+
+  def __exit__(self, *exc):
+    wall, before = self.start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    self.row = {'wall_s': time.time() - wall,
+                'user_s': after.ru_utime - before.ru_utime,
+                'sys_s': after.ru_stime - before.ru_stime,
+                'minor_faults': after.ru_minflt - before.ru_minflt}
 
 
 def summarize_ours(name: str, point: str, steps_per_epoch: int) -> dict:
@@ -132,13 +151,13 @@ def run_reference(reference_dir: str, data: str, workdir: str, epochs: int,
                             f'{reference_dir}; copy {data} there.')
   log = os.path.join(workdir, f'reference_{tag}.log')
   os.makedirs(workdir, exist_ok=True)
-  with open(log, 'w') as f:
+  with open(log, 'w') as f, Usage() as usage:
     subprocess.run(
         [sys.executable, 'main.py', f'--dataset={dataset}',
          f'--train_dir=protocol_{tag}', '--device=cpu', '--maxlen=50',
          '--dropout_rate=0.5', '--norm_first', f'--num_epochs={epochs}'],
         cwd=reference_dir, check=True, stdout=f, stderr=subprocess.STDOUT)
-  return summarize_reference(f'reference ({tag})', log)
+  return {**summarize_reference(f'reference ({tag})', log), **usage.row}
 
 
 def summarize_reference(name: str, log: str) -> dict:
@@ -161,14 +180,15 @@ COLUMNS = (('run', 'run'), ('val_hr10', 'val HR@10'),
            ('test_full_ndcg10', 'test full NDCG@10'),
            ('best_val_hr10', 'best val HR@10'), ('best_epoch', 'at epoch'),
            ('seconds_to_best', 's to best'),
-           ('seconds_per_epoch', 's / epoch'))
+           ('seconds_per_epoch', 's / epoch'), ('wall_s', 'wall s'),
+           ('user_s', 'user s'), ('sys_s', 'sys s'))
 
 
 def table(rows: list[dict]) -> str:
   def fmt(key, value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
       return ''
-    if key in ('seconds_to_best',):
+    if key in ('seconds_to_best', 'wall_s', 'user_s', 'sys_s'):
       return f'{value:.0f}'
     if key == 'seconds_per_epoch':
       return f'{value:.3f}'
