@@ -144,6 +144,9 @@ def movies_base() -> ml_collections.ConfigDict:
   config = base('movies')
   config.loss = 'softmax'             # 'softmax' | 'bce' | 'sampled_softmax'
   config.num_negatives = 1            # bce / sampled_softmax: per position
+  # bce / sampled_softmax: one draw per user row, shared by its positions
+  # (sasrec, mf): no [B, L, N, D] gather; False draws per position.
+  config.share_negatives = False
   # softmax: movies already watched at a position are not candidates there
   # (as in full-ranking evaluation); False = the plain softmax over all.
   config.loss_excludes_seen = True

@@ -237,3 +237,40 @@ def test_full_softmax_with_target_attention_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match=r"full softmax .* use config.loss="
                      r"'bce' or 'sampled_softmax'"):
     train_lib.train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize('name', ['mha_movies', 'mf_movies'])
+def test_shared_negatives_score_as_the_same_draw_per_position(name):
+  """config.share_negatives: one draw per row, scored by broadcasting,
+  gives the loss of that draw repeated at every position."""
+  config = CONFIGS[name].get_config('smoke')
+  config.loss, config.num_negatives = 'sampled_softmax', 6
+  config.share_negatives = True
+  task = movies_task.Task(config, '/nonexistent')
+  params = task.init_params(jax.random.key(0))
+  batch = next(task.train_batches())
+  rng = jax.random.key(5)
+  loss, _ = task.loss_fn(params, batch, rng, train=False)
+  negatives = movies_task.sample_training_negatives(
+      jax.random.split(rng)[0], batch['inputs'], batch['targets'], 6,
+      task.num_items, per_row=True)
+  assert negatives.shape == (batch['inputs'].shape[0], 1, 6)
+  negatives = jnp.broadcast_to(negatives, batch['inputs'].shape + (6,))
+  scores, _ = task.model.apply(
+      {'params': params}, batch['inputs'], batch['user'],
+      jnp.concatenate([batch['targets'][..., None],
+                       jnp.maximum(negatives, 0)], axis=-1))
+  logits = jnp.where(jnp.concatenate(
+      [jnp.ones_like(negatives[..., :1], bool), negatives > 0], -1),
+                     scores, -1e9)
+  want = -jax.nn.log_softmax(logits, axis=-1)[..., 0]
+  mask = batch['mask']
+  assert float(loss) == pytest.approx(
+      float((want * mask).sum() / mask.sum()), rel=1e-5)
+
+
+def test_shared_negatives_need_a_model_that_shares_states():
+  config = bahdanau_movies.get_config('smoke')
+  config.share_negatives = True
+  with pytest.raises(ValueError, match='share_negatives needs a model'):
+    movies_task.Task(config, '/nonexistent')

@@ -18,6 +18,10 @@ The interface of every movie model (attention.tasks.movies):
       -> (scores [B, L, C], aux): the next item after every position;
       candidates None = all items, [B, L, V] (column 0 is padding), or
       [B, 1, V] from a model whose scores ignore the position (this one).
+      The models whose states do not depend on the candidate (sasrec, mf)
+      also take candidates [B, 1, C] (one set for every position), and a
+      tuple of candidate arrays, scored against the same states (a tuple
+      of scores).
   ``score_next(inputs_BL, length_B, user_B, candidates_BC=None)``
       -> (scores [B, C] or [B, V], aux): the item after the whole history.
   ``dtype``: the compute dtype of the embeddings and matmuls, set by the task
@@ -82,6 +86,8 @@ class Model(nn.Module):
     user_BD = self.user_embed(user_B)
     if candidates_BLC is None:  # The same at every position: [B, 1, V].
       return self._scores(user_BD, None)[:, None, :], {}
+    if isinstance(candidates_BLC, tuple):
+      return tuple(self._scores(user_BD, c) for c in candidates_BLC), {}
     return self._scores(user_BD, candidates_BLC), {}
 
   def score_next(self, inputs_BL, length_B, user_B, candidates_BC=None):

@@ -174,7 +174,11 @@ class Model(nn.Module):
                deterministic=True):
     del user_B  # A user is their history.
     h_BLD, weights = self.encode(inputs_BL, deterministic=deterministic)
-    return self._scores(h_BLD, candidates_BLC), {'self_attention': weights}
+    if isinstance(candidates_BLC, tuple):  # scored against the same states
+      scores = tuple(self._scores(h_BLD, c) for c in candidates_BLC)
+    else:
+      scores = self._scores(h_BLD, candidates_BLC)
+    return scores, {'self_attention': weights}
 
   def score_next(self, inputs_BL, length_B, user_B, candidates_BC=None):
     del user_B
