@@ -45,6 +45,9 @@ SETTINGS = {
     'softmax': ['--config.loss=softmax'],
     'sampled_softmax': ['--config.loss=sampled_softmax',
                         '--config.num_negatives=128'],
+    'sampled_softmax_shared': ['--config.loss=sampled_softmax',
+                               '--config.num_negatives=128',
+                               '--config.share_negatives=True'],
     'bce_16neg': ['--config.num_negatives=16'],
     'dropout_0.2': ['--config.model.dropout_rate=0.2',
                     '--config.model.attention_dropout_rate=0.2'],
@@ -201,6 +204,26 @@ def table(rows: list[dict]) -> str:
   return '\n'.join(lines)
 
 
+def speed_ratios(rows: list[dict]) -> str:
+  """Training epochs/s of each of our settings over the reference's
+  (medians over repeats), and the same for the time to the best validation
+  HR@10."""
+  def median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else float('nan')
+  ref = [r for r in rows if r['run'].startswith('reference')]
+  if not ref:
+    return '(no reference run: no speed ratio)'
+  ref_epoch = median([r['seconds_per_epoch'] for r in ref])
+  lines = [f'reference: {1 / ref_epoch:.2f} epochs/s (training)']
+  for name in dict.fromkeys(r['run'] for r in rows if r not in ref):
+    ours = [r for r in rows if r['run'] == name]
+    per_epoch = median([r['seconds_per_epoch'] for r in ours])
+    lines.append(f'{name}: {1 / per_epoch:.2f} epochs/s, '
+                 f'{ref_epoch / per_epoch:.2f}x the reference')
+  return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--data', required=True, help='SASRec-format file.')
@@ -238,6 +261,7 @@ def main(argv=None) -> int:
       rows.append(job())
       print(f'{name} (repeat {r}): {time.time() - start:.0f} s', flush=True)
   print(table(rows))
+  print(speed_ratios(rows))
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(rows, f, indent=1)

@@ -70,3 +70,14 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
       bench.main([f'--data={data}', f'--workdir={tmp_path}'] + argv)
     assert message in capsys.readouterr().err
+
+
+def test_speed_ratio_against_the_reference():
+  rows = [{'run': 'paper', 'seconds_per_epoch': 0.2},
+          {'run': 'reference (r0)', 'seconds_per_epoch': 0.4},
+          {'run': 'paper', 'seconds_per_epoch': 0.1},
+          {'run': 'reference (r1)', 'seconds_per_epoch': 0.5}]
+  text = bench.speed_ratios(rows)
+  assert 'reference: 2.00 epochs/s' in text
+  assert 'paper: 5.00 epochs/s, 2.50x the reference' in text
+  assert 'no reference' in bench.speed_ratios(rows[:1])
