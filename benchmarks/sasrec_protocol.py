@@ -12,8 +12,9 @@ steps (the reference's epoch), evaluates the validation split every 20
 epochs (as the reference), then runs eval.py for the test split. With
 ``--reference_dir`` (a local copy of pmixer/SASRec.pytorch's python/ folder,
 kept outside this repository, with the file under its data/ folder) it also
-runs the reference at the paper's shape (--maxlen 50 --dropout_rate 0.5
---norm_first), alternating with our 'paper' run when ``--repeats`` > 1.
+runs the reference (--norm_first: pre-LayerNorm blocks, as ours) at the
+same shape (``--shape``: the paper's n = 50, dropout 0.5, or its MovieLens-1M
+n = 200, dropout 0.2), alternating with ours when ``--repeats`` > 1.
 
 Prints one table: validation (last evaluation) and test HR@10 / NDCG@10
 under the sampled-uniform-100 protocol and, for our runs, full ranking; the
@@ -56,6 +57,15 @@ SETTINGS = {
                     '--config.model.attention_dropout_rate=0.2'],
     'normal_init': ['--config.model.embed_init=normal'],
     'output_dropout': ['--config.model.attention_output_dropout_rate=0.5'],
+}
+# The paper's two shapes (§IV-D): n = 50 and dropout 0.5 for the sparse
+# data (Games), n = 200 and dropout 0.2 for MovieLens-1M. name -> (our
+# overrides, the reference's flags); a setting's own overrides come after.
+SHAPES = {
+    'sparse': ([], ['--maxlen=50', '--dropout_rate=0.5']),
+    'ml1m': (['--config.data.max_len=200', '--config.model.dropout_rate=0.2',
+              '--config.model.attention_dropout_rate=0.2'],
+             ['--maxlen=200', '--dropout_rate=0.2']),
 }
 _EVAL_LINE = re.compile(r'eval at step (\d+) \(([\d.]+)s\)')
 _REF_LINE = re.compile(
@@ -146,8 +156,8 @@ def summarize_ours(name: str, point: str, steps_per_epoch: int) -> dict:
 
 
 def run_reference(reference_dir: str, data: str, workdir: str, epochs: int,
-                  tag: str) -> dict:
-  """Runs pmixer/SASRec.pytorch at the paper's shape; returns its row."""
+                  tag: str, shape: str = 'sparse') -> dict:
+  """Runs pmixer/SASRec.pytorch at `shape`; returns its row."""
   dataset = os.path.splitext(os.path.basename(data))[0]
   if not os.path.exists(os.path.join(reference_dir, 'data', dataset + '.txt')):
     raise FileNotFoundError(f'The reference reads data/{dataset}.txt under '
@@ -157,8 +167,8 @@ def run_reference(reference_dir: str, data: str, workdir: str, epochs: int,
   with open(log, 'w') as f, Usage() as usage:
     subprocess.run(
         [sys.executable, 'main.py', f'--dataset={dataset}',
-         f'--train_dir=protocol_{tag}', '--device=cpu', '--maxlen=50',
-         '--dropout_rate=0.5', '--norm_first', f'--num_epochs={epochs}'],
+         f'--train_dir=protocol_{tag}', '--device=cpu', *SHAPES[shape][1],
+         '--norm_first', f'--num_epochs={epochs}'],
         cwd=reference_dir, check=True, stdout=f, stderr=subprocess.STDOUT)
   return {**summarize_reference(f'reference ({tag})', log), **usage.row}
 
@@ -231,6 +241,9 @@ def main(argv=None) -> int:
   parser.add_argument('--settings', default='paper',
                       help=f'Comma-separated, of {list(SETTINGS)}.')
   parser.add_argument('--epochs', type=int, default=200)
+  parser.add_argument('--shape', default='sparse', choices=sorted(SHAPES),
+                      help='sparse: max_len 50, dropout 0.5 (the default of '
+                      ':sasrec_paper); ml1m: 200 and 0.2, for both codes.')
   parser.add_argument('--reference_dir', default=None)
   parser.add_argument('--repeats', type=int, default=1)
   parser.add_argument('--json', default=None, help='Also write rows here.')
@@ -248,13 +261,14 @@ def main(argv=None) -> int:
         flush=True)
   rows = []
   for r in range(args.repeats):
+    ours = SHAPES[args.shape][0]
     jobs = [(n, lambda n=n, r=r: run_ours(
-        n, SETTINGS[n], data, os.path.join(workdir, f'r{r}'), args.epochs,
-        steps_per_epoch)) for n in names]
+        n, ours + SETTINGS[n], data, os.path.join(workdir, f'r{r}'),
+        args.epochs, steps_per_epoch)) for n in names]
     if args.reference_dir:
       ref = ('reference', lambda r=r: run_reference(
           os.path.abspath(args.reference_dir), data, workdir, args.epochs,
-          f'r{r}'))
+          f'r{r}', args.shape))
       jobs = [ref] + jobs if r % 2 else jobs + [ref]  # alternate the order
     for name, job in jobs:
       start = time.time()
