@@ -104,12 +104,13 @@ class Task:
     self.protocols = {'full': None,
                       f'sampled_uniform{num_negatives}': 'uniform',
                       f'sampled_pop{num_negatives}': 'popularity'}
-    self.negatives_exclude = str(self.eval_config.negatives_exclude)
+    self.negatives_exclude = str(self.eval_config.get('negatives_exclude',
+                                                      'sequence'))
     if self.negatives_exclude not in movies.NEGATIVES_EXCLUDE:
       raise ValueError(
           f'Unknown config.eval.negatives_exclude {self.negatives_exclude!r}; '
           f'valid: {list(movies.NEGATIVES_EXCLUDE)}.')
-    max_users = int(self.eval_config.max_users)
+    max_users = int(self.eval_config.get('max_users', 0))
     if max_users < 0:
       raise ValueError('config.eval.max_users must be >= 0 (0 = every user), '
                        f'got {max_users}.')
