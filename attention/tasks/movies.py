@@ -164,26 +164,9 @@ class Task:
       log_probs_BLV = jax.nn.log_softmax(logits_BLV, axis=-1)
       loss_BL = -jnp.take_along_axis(log_probs_BLV, targets_BL[..., None],
                                      axis=-1)[..., 0]
-    elif self.share_negatives:
-      # One [B, 1, N] draw per user row, scored against every position's
-      # state by broadcasting: no [B, L, N, D] gather of embeddings.
-      negatives_BLN = sample_training_negatives(
-          negatives_rng, inputs_BL, targets_BL, int(self.config.num_negatives),
-          self.num_items, per_row=True)
-      (positive_BL1, negative_BLN), _ = apply(
-          (targets_BL[..., None], jnp.maximum(negatives_BLN, 0)))
-      positive_BL = positive_BL1[..., 0]
-      valid_BLN = negatives_BLN > 0
     else:
-      negatives_BLN = sample_training_negatives(
-          negatives_rng, inputs_BL, targets_BL, int(self.config.num_negatives),
-          self.num_items)
-      candidates_BLC = jnp.concatenate(
-          [targets_BL[..., None], jnp.maximum(negatives_BLN, 0)], axis=-1)
-      scores_BLC, _ = apply(candidates_BLC)
-      valid_BLN = negatives_BLN > 0
-      positive_BL, negative_BLN = scores_BLC[..., 0], scores_BLC[..., 1:]
-    if self.config.loss != 'softmax':
+      positive_BL, negative_BLN, valid_BLN = self._sampled_scores(
+          apply, negatives_rng, inputs_BL, targets_BL)
       if self.config.loss == 'bce':
         loss_BL = -jax.nn.log_sigmoid(positive_BL) - jnp.sum(
             jnp.where(valid_BLN, jax.nn.log_sigmoid(-negative_BLN), 0.0),
@@ -200,6 +183,25 @@ class Task:
     count = mask_BL.sum()
     loss_sum = (loss_BL * mask_BL).sum()
     return loss_sum / jnp.maximum(count, 1.0), {'loss': (loss_sum, count)}
+
+  def _sampled_scores(self, apply, rng, inputs_BL, targets_BL):
+    """Scores of the targets [B, L] and of sampled negatives [B, L or 1, N],
+    and which negatives count [B, L or 1, N] (a draw of the user's own
+    movies does not)."""
+    negatives_BLN = sample_training_negatives(
+        rng, inputs_BL, targets_BL, int(self.config.num_negatives),
+        self.num_items, per_row=self.share_negatives)
+    valid_BLN = negatives_BLN > 0
+    negatives_BLN = jnp.maximum(negatives_BLN, 0)
+    if self.share_negatives:
+      # One [B, 1, N] draw per user row, scored against every position's
+      # state by broadcasting: no [B, L, N, D] gather of embeddings.
+      (positive_BL1, negative_BLN), _ = apply(
+          (targets_BL[..., None], negatives_BLN))
+      return positive_BL1[..., 0], negative_BLN, valid_BLN
+    scores_BLC, _ = apply(jnp.concatenate(
+        [targets_BL[..., None], negatives_BLN], axis=-1))
+    return scores_BLC[..., 0], scores_BLC[..., 1:], valid_BLN
 
   # --- evaluation ---------------------------------------------------------
 
