@@ -30,6 +30,7 @@ import math
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -218,9 +219,7 @@ def speed_ratios(rows: list[dict]) -> str:
   """Training epochs/s of each of our settings over the reference's
   (medians over repeats), and the same for the time to the best validation
   HR@10."""
-  def median(values):
-    values = sorted(values)
-    return values[len(values) // 2] if values else float('nan')
+  median = statistics.median_high
   ref = [r for r in rows if r['run'].startswith('reference')]
   if not ref:
     return '(no reference run: no speed ratio)'
